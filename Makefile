@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:
+#   make serve   install Trident into .venv and serve the bundled model_repository/
+#   make test    install Trident with its test tools (and perf_analyzer) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch is pinned: this version has a CPU build here; an unpinned torch pulls GBs of CUDA wheels.
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install install-test serve test lint bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+install: $(PY)
+	$(PIP) install --quiet -e ".[fast]"
+
+install-test: $(PY)
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[test,torch,fast]"
+	bash perf/install_peers.sh --perf-analyzer-only
+
+serve: install
+	$(VENV)/bin/trident serve --model-repository model_repository
+
+test: install-test
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(PY)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: install-test
+	bash perf/install_peers.sh
+	$(PY) perf/bench_python_identity.py

@@ -1,0 +1,98 @@
+"""The backend contract: a few methods every framework backend implements.
+
+A backend is looked up by name (backends/registry.py). For each model version the core calls
+`auto_complete_config` once, then `create_instance` once per instance-group member. The core owns
+scheduling; an instance only executes the batches it is handed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trident.runtime.protocol import model_config_pb2 as mc
+from trident.runtime.types import InferenceRequest, InferenceResponse
+
+#: Runs a request through the server (BLS, ensembles): the core hands this to backends at load
+#: time, so backends never import the core.
+InferCallable = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+StreamInferCallable = Callable[[InferenceRequest], AsyncIterator[InferenceResponse]]
+
+
+@dataclass(slots=True)
+class ComputeTiming:
+    """Monotonic ns marks a backend may set inside `execute` to split compute time into the
+    input / infer / output phases that statistics report. Unset marks default to start / end."""
+
+    input_end_ns: int = 0
+    output_start_ns: int = 0
+
+
+@dataclass
+class InstanceContext:
+    """Everything an instance needs to know about where and what it is."""
+
+    config: mc.ModelConfig
+    model_name: str
+    model_version: int
+    #: REPO/NAME: the model's folder (Triton's `model_repository` arg is this folder).
+    model_dir: Path
+    #: REPO/NAME/VERSION
+    version_dir: Path
+    instance_name: str
+    #: "CPU" or "GPU" (Triton's `model_instance_kind` strings are "CPU"/"GPU"/"MODEL").
+    kind: str = "CPU"
+    device_id: int = 0
+    instance_index: int = 0
+    loop: asyncio.AbstractEventLoop | None = None
+    infer: InferCallable | None = None
+    stream_infer: StreamInferCallable | None = None
+    #: Model-config JSON as Triton renders it (what Python models get in args['model_config']).
+    config_json: str = ""
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+class ModelInstance(ABC):
+    """One instance-group member. The core never calls `execute` twice at once on one instance."""
+
+    #: True when `execute` is a coroutine function: it then runs on the event loop; otherwise on
+    #: the instance's own worker thread.
+    is_async: bool = False
+    #: Decoupled instances send their responses through each request's responder (any number,
+    #: the last with final=True) and return None from execute.
+    decoupled: bool = False
+
+    @abstractmethod
+    def execute(
+        self, requests: list[InferenceRequest], timing: ComputeTiming
+    ) -> list[InferenceResponse] | Awaitable[list[InferenceResponse] | None] | None:
+        """Run a batch. Return one response per request, in order (None when decoupled).
+
+        A response carrying `error` fails only its own request; raising fails the whole batch.
+        """
+
+    def close(self) -> None:
+        """Release the instance's resources (called on unload, off the event loop)."""
+
+
+class Backend(ABC):
+    """A framework integration, registered by name."""
+
+    #: Config `backend` name, e.g. "onnxruntime", "python".
+    name: str = ""
+    #: Config `platform` names that select this backend, e.g. ("onnxruntime_onnx",).
+    platforms: tuple[str, ...] = ()
+    #: File a version folder holds when the config names none (`default_model_filename`).
+    default_model_filename: str = ""
+
+    def auto_complete_config(self, config: mc.ModelConfig, model_dir: Path, strict: bool) -> None:
+        """Fill what the config leaves out (inputs, outputs, max_batch_size) from the model
+        files, in place. With `strict`, only check that the config is complete."""
+
+    @abstractmethod
+    def create_instance(self, context: InstanceContext) -> ModelInstance:
+        """Load one instance. Runs off the event loop; raise with a message that says what to
+        fix when the model cannot load."""

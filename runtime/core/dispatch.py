@@ -1,0 +1,288 @@
+"""The data plane: the one protocol-agnostic entry point every frontend calls.
+
+Frontends translate their wire format into the types in runtime/types.py (or the protocol's
+protobuf messages for metadata, config and statistics), call a method here, and encode what comes
+back. Nothing here knows about HTTP or gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from trident.runtime.errors import (
+    InvalidArgumentError,
+    TridentError,
+    UnavailableError,
+    UnsupportedError,
+)
+from trident.runtime.observability.log_settings import LogSettings
+from trident.runtime.observability.metrics import render_metrics
+from trident.runtime.observability.trace_settings import TraceSettings
+from trident.runtime.protocol import grpc_service_pb2 as gs
+from trident.runtime.protocol import model_config_pb2 as mc
+from trident.runtime.types import (
+    CONFIG_TYPE_TO_DATATYPE,
+    InferenceRequest,
+    InferenceResponse,
+)
+
+from .model_manager import LoadedModel, ModelManager, RepositoryIndexEntry
+from .outputs import finish_outputs
+from .scheduling.base import SingleResponder, StreamResponder
+from .shared_memory import SharedMemoryRegistry, SystemShmRegionStatus
+from .validation import apply_reshapes, validate_request
+
+SERVER_NAME = "trident"
+#: The Triton release whose protocol surface Trident implements (reported as the version).
+PROTOCOL_VERSION = "2.51.0"
+
+EXTENSIONS = (
+    "classification",
+    "sequence",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "schedule_policy",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "trace",
+    "logging",
+    "generate",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetadata:
+    name: str
+    version: str
+    extensions: tuple[str, ...]
+
+
+class DataPlane:
+    """Health, metadata, inference, repository, shared-memory, trace and log settings."""
+
+    def __init__(
+        self,
+        models: ModelManager,
+        shared_memory: SharedMemoryRegistry,
+        log_settings: LogSettings,
+        trace_settings: TraceSettings,
+        strict_readiness: bool = True,
+    ) -> None:
+        self.models = models
+        self.shared_memory = shared_memory
+        self.log_settings = log_settings
+        self.trace_settings = trace_settings
+        self.strict_readiness = strict_readiness
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._stopping = False
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Called by the server on its event loop thread before serving."""
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+
+    def begin_shutdown(self) -> None:
+        self._stopping = True
+
+    # ---------------------------------------------------------------- health and metadata
+
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        if self._stopping:
+            return False
+        if not self.strict_readiness:
+            return True
+        return self.models.all_ready()
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(SERVER_NAME, PROTOCOL_VERSION, EXTENSIONS)
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        return self.models.is_ready(name, _parse_version(version))
+
+    def model_metadata(self, name: str, version: str = "") -> gs.ModelMetadataResponse:
+        model = self.models.get(name, _parse_version(version))
+        config = model.config
+        response = gs.ModelMetadataResponse(
+            name=name,
+            platform=config.platform or config.backend,
+        )
+        if version:
+            response.versions.append(str(model.version))
+        else:
+            response.versions.extend(str(v) for v in self.models.ready_versions(name))
+        batch_prefix = [-1] if config.max_batch_size > 0 else []
+        for source, target in ((config.input, response.inputs), (config.output, response.outputs)):
+            for tensor in source:
+                target.add(
+                    name=tensor.name,
+                    datatype=CONFIG_TYPE_TO_DATATYPE.get(mc.DataType.Name(tensor.data_type), ""),
+                    shape=[*batch_prefix, *tensor.dims],
+                )
+        return response
+
+    def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
+        return self.models.get(name, _parse_version(version)).config
+
+    def model_statistics(self, name: str = "", version: str = "") -> gs.ModelStatisticsResponse:
+        response = gs.ModelStatisticsResponse()
+        if name:
+            models = self.models.loaded_versions_of(name, _parse_version(version))
+        else:
+            models = self.models.loaded_versions()
+        for model in models:
+            response.model_stats.append(model.stats.to_proto(model.name, model.version))
+        return response
+
+    def metrics_text(self) -> str:
+        """Prometheus text exposition of every loaded model version's counters."""
+        return render_metrics(self.models.loaded_versions())
+
+    def is_decoupled(self, name: str, version: str = "") -> bool:
+        return self.models.get(name, _parse_version(version)).decoupled
+
+    # ---------------------------------------------------------------- inference
+
+    def _route(self, request: InferenceRequest) -> LoadedModel:
+        if self._stopping:
+            raise UnavailableError("server is shutting down")
+        model = self.models.get(request.model_name, request.model_version)
+        request.resolved_version = model.version
+        try:
+            validate_request(request, model)
+            if model.uses_shared_memory(request):
+                self.shared_memory.read_inputs(request.inputs)
+            if model.has_reshape:
+                apply_reshapes(request, model)
+        except TridentError as error:
+            # Triton leaves these out of its failure counts; we count them (reason OTHER) so a
+            # dashboard shows clients sending bad requests.
+            model.stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            raise error
+        return model
+
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        """Run one request on a non-decoupled model and return its response.
+
+        Raises TridentError for requests that fail; the error says why.
+        """
+        model = self._route(request)
+        if model.decoupled:
+            raise UnsupportedError(
+                f"model '{model.name}' is decoupled (it may send any number of responses): "
+                "call it through gRPC ModelStreamInfer, HTTP generate_stream, or /infer with "
+                "'Accept: text/event-stream'"
+            )
+        assert self._loop is not None
+        responder = SingleResponder(self._loop, self._loop_thread)
+        request.responder = responder
+        model.submit(request)
+        response = await responder.result()
+        if response.error is not None:
+            raise response.error
+        return self._complete(model, request, response)
+
+    async def infer_stream(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+        """Run one request on any model and yield its responses as they come.
+
+        Validation errors raise before the first response; errors the model reports mid-stream
+        come as responses with `error` set (and `final=True`).
+        """
+        model = self._route(request)
+        assert self._loop is not None
+        responder = StreamResponder(self._loop, self._loop_thread)
+        request.responder = responder
+        model.submit(request)
+        async for response in responder:
+            if response.error is None:
+                try:
+                    response = self._complete(model, request, response)
+                except TridentError as exc:
+                    response = InferenceResponse(error=exc, final=response.final)
+            if response.error is not None:
+                response.model_name = model.name
+                response.model_version = str(model.version)
+                response.id = request.id
+            yield response
+
+    def _complete(
+        self, model: LoadedModel, request: InferenceRequest, response: InferenceResponse
+    ) -> InferenceResponse:
+        response.model_name = model.name
+        response.model_version = str(model.version)
+        response.id = request.id
+        finish_outputs(model, request, response, self.shared_memory)
+        return response
+
+    # ---------------------------------------------------------------- model repository
+
+    async def repository_index(
+        self, repository: str = "", ready_only: bool = False
+    ) -> list[RepositoryIndexEntry]:
+        return self.models.index(repository, ready_only)
+
+    async def load_model(
+        self, name: str, config_json: str = "", files: dict[str, bytes] | None = None
+    ) -> None:
+        await self.models.load_via_api(name, config_json, files or {})
+
+    async def unload_model(self, name: str, unload_dependents: bool = False) -> None:
+        await self.models.unload_via_api(name, unload_dependents)
+
+    # ---------------------------------------------------------------- shared memory
+
+    def system_shm_status(self, name: str = "") -> list[SystemShmRegionStatus]:
+        return self.shared_memory.status(name)
+
+    def system_shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def system_shm_unregister(self, name: str = "") -> None:
+        self.shared_memory.unregister(name)
+
+    def cuda_shm_unsupported(self) -> UnsupportedError:
+        return UnsupportedError(
+            "CUDA shared memory is not available: this Trident server runs without a GPU"
+        )
+
+    # ---------------------------------------------------------------- trace and log settings
+
+    def get_trace_settings(self, model: str = "") -> dict[str, list[str]]:
+        if model:
+            self.models.get_any(model)
+        return self.trace_settings.get(model)
+
+    def update_trace_settings(
+        self, model: str, updates: dict[str, list[str] | None]
+    ) -> dict[str, list[str]]:
+        if model:
+            self.models.get_any(model)
+        return self.trace_settings.update(model, updates)
+
+    def get_log_settings(self) -> dict[str, bool | int | str]:
+        return self.log_settings.as_dict()
+
+    def update_log_settings(self, updates: dict[str, object]) -> dict[str, bool | int | str]:
+        return self.log_settings.update(updates)
+
+
+def _parse_version(version: str) -> int:
+    if not version:
+        return 0
+    try:
+        number = int(version)
+    except ValueError:
+        raise InvalidArgumentError(f"model version must be a number, got '{version}'") from None
+    if number < 0:
+        return 0
+    return number

@@ -1,0 +1,604 @@
+"""Loads, reloads and unloads model versions; tracks their states; answers "which loaded model
+serves this request".
+
+A model that fails to load is UNAVAILABLE with the real reason (in the repository index and in
+the load call's error), and never stops the server from serving the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from trident.backends.base import InferCallable, InstanceContext, StreamInferCallable
+from trident.backends.registry import BackendRegistry
+from trident.runtime.errors import (
+    InvalidArgumentError,
+    ModelLoadError,
+    NotFoundError,
+    TridentError,
+    UnavailableError,
+)
+from trident.runtime.protocol import model_config_pb2 as mc
+from trident.runtime.types import InferenceRequest
+
+from . import model_config
+from .instances import InstanceWorker
+from .repository import ModelRepository, fingerprint, version_folders, versions_to_serve
+from .scheduling import create_scheduler
+from .scheduling.base import Scheduler
+from .stats import ModelStats
+from .validation import TensorSpec, tensor_specs
+
+logger = logging.getLogger("trident.models")
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+LOADING = "LOADING"
+UNLOADING = "UNLOADING"
+UNLOADED_REASON = "unloaded"
+
+CONTROL_MODES = ("none", "poll", "explicit")
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryIndexEntry:
+    name: str
+    version: str = ""
+    state: str = ""
+    reason: str = ""
+
+
+class LoadedModel:
+    """A model version that is loaded: its config, instances, scheduler and statistics."""
+
+    __slots__ = (
+        "backend_name",
+        "config",
+        "config_json",
+        "decoupled",
+        "has_reshape",
+        "input_specs",
+        "labels",
+        "max_batch_size",
+        "model_dir",
+        "name",
+        "output_specs",
+        "required_inputs",
+        "scheduler",
+        "stats",
+        "submit",
+        "version",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        config: mc.ModelConfig,
+        backend_name: str,
+        model_dir: Path,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.config = config
+        self.config_json = model_config.config_to_json(config)
+        self.backend_name = backend_name
+        self.model_dir = model_dir
+        self.decoupled = config.model_transaction_policy.decoupled
+        self.max_batch_size = config.max_batch_size
+        self.input_specs: dict[str, TensorSpec] = tensor_specs(list(config.input))
+        self.output_specs: dict[str, TensorSpec] = tensor_specs(list(config.output))
+        self.required_inputs = tuple(n for n, s in self.input_specs.items() if not s.optional)
+        self.has_reshape = any(s.reshape is not None for s in self.input_specs.values())
+        self.labels = _read_labels(model_dir, config)
+        self.stats = ModelStats()
+        self.workers: list[InstanceWorker] = []
+        self.scheduler: Scheduler | None = None
+        self.submit = self._not_started
+
+    def _not_started(self, request: InferenceRequest) -> None:
+        raise UnavailableError(f"model '{self.name}' is not ready")
+
+    def start(self, workers: list[InstanceWorker], scheduler: Scheduler) -> None:
+        self.workers = workers
+        self.scheduler = scheduler
+        self.submit = scheduler.submit  # bound once: the hot path skips an attribute hop
+
+    def uses_shared_memory(self, request: InferenceRequest) -> bool:
+        return any(tensor.shared_memory is not None for tensor in request.inputs)
+
+    async def stop(self) -> None:
+        self.submit = self._not_started
+        if self.scheduler is not None:
+            await self.scheduler.stop()
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            try:
+                await asyncio.to_thread(worker.close)
+            except Exception:  # a model's finalize failing must not block the unload
+                logger.exception("finalizing an instance of model '%s' failed", self.name)
+
+
+@dataclass
+class _VersionState:
+    state: str
+    reason: str = ""
+    model: LoadedModel | None = None
+
+
+@dataclass
+class _ModelRecord:
+    name: str
+    versions: dict[int, _VersionState] = field(default_factory=dict)
+    #: A failure that concerns the whole model (unreadable config, unknown backend...).
+    reason: str = ""
+    fingerprint: tuple[tuple[str, int, int], ...] = ()
+    #: Temporary folder holding files sent with a load request.
+    override_dir: Path | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _PreparedModel:
+    name: str
+    model_dir: Path
+    config: mc.ModelConfig
+    backend_name: str
+    versions: list[int]
+
+
+class ModelManager:
+    """All models of the server's repositories, by name."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        backends: BackendRegistry,
+        control_mode: str = "none",
+        strict_model_config: bool = False,
+    ) -> None:
+        if control_mode not in CONTROL_MODES:
+            raise ValueError(f"model control mode must be one of {CONTROL_MODES}")
+        self.repository = repository
+        self.backends = backends
+        self.control_mode = control_mode
+        self.strict_model_config = strict_model_config
+        self._records: dict[str, _ModelRecord] = {}
+        #: name -> {version: model} for READY versions; name -> highest READY version.
+        self._ready: dict[str, dict[int, LoadedModel]] = {}
+        self._latest: dict[str, LoadedModel] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._infer: InferCallable | None = None
+        self._stream_infer: StreamInferCallable | None = None
+        self._poll_task: asyncio.Task[None] | None = None
+
+    def bind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        infer: InferCallable,
+        stream_infer: StreamInferCallable,
+    ) -> None:
+        """The event loop, and how models call other models (BLS, ensembles)."""
+        self._loop = loop
+        self._infer = infer
+        self._stream_infer = stream_infer
+
+    # ------------------------------------------------------------------ lookups (hot path)
+
+    def get(self, name: str, version: int = 0) -> LoadedModel:
+        """The READY model serving `name` (at `version`, or the highest ready one)."""
+        if not version:
+            model = self._latest.get(name)
+            if model is not None:
+                return model
+        else:
+            versions = self._ready.get(name)
+            if versions is not None:
+                model = versions.get(version)
+                if model is not None:
+                    return model
+        raise self._not_found(name, version)
+
+    def _not_found(self, name: str, version: int) -> NotFoundError:
+        record = self._records.get(name)
+        if record is None:
+            return NotFoundError(f"Request for unknown model: '{name}' is not found")
+        if version:
+            state = record.versions.get(version)
+            if state is None:
+                return NotFoundError(
+                    f"Request for unknown model: '{name}' version {version} is not found"
+                )
+            detail = f": {state.reason}" if state.reason else ""
+            return NotFoundError(
+                f"Request for unknown model: '{name}' version {version} is not at ready state "
+                f"({state.state}{detail})"
+            )
+        reason = record.reason or next((s.reason for s in record.versions.values() if s.reason), "")
+        detail = f" ({reason})" if reason else ""
+        return NotFoundError(
+            f"Request for unknown model: '{name}' has no available versions{detail}"
+        )
+
+    def get_any(self, name: str) -> None:
+        """Raise NotFoundError unless `name` is a model this server knows."""
+        if name not in self._records and name not in self.repository.scan():
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
+
+    def is_ready(self, name: str, version: int = 0) -> bool:
+        versions = self._ready.get(name)
+        if not versions:
+            return False
+        return True if not version else version in versions
+
+    def ready_versions(self, name: str) -> list[int]:
+        return sorted(self._ready.get(name, {}))
+
+    def loaded_versions(self) -> Iterable[LoadedModel]:
+        for name in sorted(self._ready):
+            for version in sorted(self._ready[name]):
+                yield self._ready[name][version]
+
+    def loaded_versions_of(self, name: str, version: int = 0) -> list[LoadedModel]:
+        if version:
+            return [self.get(name, version)]
+        versions = self._ready.get(name)
+        if not versions:
+            raise InvalidArgumentError(f"requested model '{name}' is not available")
+        return [versions[v] for v in sorted(versions)]
+
+    def all_ready(self) -> bool:
+        """Every model this server tried to load is ready (Triton's strict readiness)."""
+        for record in self._records.values():
+            if record.reason:
+                return False
+            for state in record.versions.values():
+                if state.state == LOADING:
+                    return False
+                if state.state == UNAVAILABLE and state.reason != UNLOADED_REASON:
+                    return False
+        return True
+
+    def index(self, repository: str = "", ready_only: bool = False) -> list[RepositoryIndexEntry]:
+        names = set(self._records)
+        if repository:
+            root = self.repository.repository_named(repository)
+            if root is None:
+                raise NotFoundError(f"unknown model repository '{repository}'")
+            names = {n for n, loc in self.repository.scan().items() if loc.repository == root}
+        else:
+            names |= set(self.repository.scan())
+        entries = []
+        for name in sorted(names):
+            record = self._records.get(name)
+            if record is None or (not record.versions and not record.reason):
+                if not ready_only:
+                    entries.append(RepositoryIndexEntry(name))
+                continue
+            if not record.versions:
+                if not ready_only:
+                    entries.append(RepositoryIndexEntry(name, "", UNAVAILABLE, record.reason))
+                continue
+            for version in sorted(record.versions):
+                state = record.versions[version]
+                if ready_only and state.state != READY:
+                    continue
+                entries.append(RepositoryIndexEntry(name, str(version), state.state, state.reason))
+        return entries
+
+    # ------------------------------------------------------------------ start / stop / poll
+
+    async def start(self, startup_models: list[str], poll_secs: float = 15.0) -> dict[str, str]:
+        """Load what the control mode says to load at start. Returns {model: error} for the
+        models that failed (they stay UNAVAILABLE with that reason)."""
+        self.repository.check_roots()
+        if self.control_mode == "explicit":
+            names = (
+                list(self.repository.scan())
+                if "*" in startup_models
+                else list(dict.fromkeys(startup_models))
+            )
+        else:
+            names = list(self.repository.scan())
+        results = await asyncio.gather(*(self._load_reporting(n) for n in names))
+        failures = {name: error for name, error in zip(names, results) if error}
+        if self.control_mode == "poll":
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll_forever(poll_secs))
+        return failures
+
+    async def _load_reporting(self, name: str) -> str:
+        try:
+            await self.load(name)
+        except TridentError as exc:
+            logger.error("failed to load model '%s': %s", name, exc)
+            return str(exc)
+        return ""
+
+    async def stop(self) -> None:
+        if self._poll_task is not None:
+            self._poll_task.cancel()
+            try:
+                await self._poll_task
+            except asyncio.CancelledError:
+                pass
+        await asyncio.gather(*(self.unload(name) for name in list(self._records)))
+
+    async def _poll_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.poll_once()
+            except Exception:
+                logger.exception("polling the model repository failed")
+
+    async def poll_once(self) -> None:
+        """Load new models, reload changed ones, unload removed ones."""
+        found = self.repository.scan()
+        for name, location in found.items():
+            record = self._records.get(name)
+            if record is None or record.fingerprint != fingerprint(location.path):
+                await self._load_reporting(name)
+        for name, record in list(self._records.items()):
+            if name not in found and record.override_dir is None:
+                await self.unload(name)
+
+    # ------------------------------------------------------------------ repository API
+
+    def _check_explicit(self) -> None:
+        if self.control_mode != "explicit":
+            raise UnavailableError(
+                "explicit model load / unload is not allowed in model control mode "
+                f"'{self.control_mode}': start the server with --model-control-mode=explicit"
+            )
+
+    async def load_via_api(self, name: str, config_json: str, files: dict[str, bytes]) -> None:
+        self._check_explicit()
+        override = model_config.parse_config_json(config_json) if config_json else None
+        override_dir = None
+        if files:
+            if override is None:
+                raise InvalidArgumentError(
+                    f"failed to load '{name}': model files sent with a load request need a "
+                    "'config' parameter too"
+                )
+            override_dir = _write_override_files(name, files)
+        elif not self._records.get(name) and name not in self.repository.scan():
+            raise NotFoundError(
+                f"failed to load '{name}': no model folder named '{name}' in "
+                + ", ".join(str(r) for r in self.repository.roots)
+            )
+        await self.load(name, override, override_dir)
+
+    async def unload_via_api(self, name: str, unload_dependents: bool = False) -> None:
+        self._check_explicit()
+        if name not in self._records and name not in self.repository.scan():
+            raise NotFoundError(f"failed to unload '{name}': no such model")
+        await self.unload(name)
+
+    # ------------------------------------------------------------------ load / unload
+
+    async def load(
+        self,
+        name: str,
+        override: mc.ModelConfig | None = None,
+        override_dir: Path | None = None,
+    ) -> None:
+        """Load (or reload) every version the version policy selects. A version that fails
+        keeps its previous incarnation serving, if it had one. Raises ModelLoadError."""
+        record = self._records.setdefault(name, _ModelRecord(name))
+        async with record.lock:
+            try:
+                prepared = await asyncio.to_thread(self._prepare, name, override, override_dir)
+            except TridentError as exc:
+                self._record_model_failure(record, str(exc), override_dir)
+                raise ModelLoadError(f"failed to load '{name}': {exc}") from None
+            except Exception as exc:  # a bug in a backend's auto-complete: report, keep serving
+                self._record_model_failure(record, f"{type(exc).__name__}: {exc}", override_dir)
+                raise ModelLoadError(
+                    f"failed to load '{name}': {type(exc).__name__}: {exc}"
+                ) from None
+            record.reason = ""
+            if record.override_dir is not None and record.override_dir != override_dir:
+                shutil.rmtree(record.override_dir.parent, ignore_errors=True)
+            record.override_dir = override_dir
+            record.fingerprint = fingerprint(prepared.model_dir)
+            failures: dict[int, str] = {}
+            for version in prepared.versions:
+                previous = record.versions.get(version)
+                if previous is None or previous.model is None:
+                    record.versions[version] = _VersionState(LOADING)
+                try:
+                    model = await self._load_version(prepared, version)
+                except TridentError as exc:
+                    failures[version] = str(exc)
+                    if previous is None or previous.model is None:
+                        record.versions[version] = _VersionState(UNAVAILABLE, str(exc))
+                    else:
+                        logger.error(
+                            "reloading '%s' version %d failed, the previous one keeps serving: %s",
+                            name,
+                            version,
+                            exc,
+                        )
+                    continue
+                record.versions[version] = _VersionState(READY, "", model)
+                self._publish(name, record)
+                if previous is not None and previous.model is not None:
+                    await previous.model.stop()
+            for version, state in list(record.versions.items()):
+                if version not in prepared.versions and state.model is not None:
+                    record.versions[version] = _VersionState(UNLOADING)
+                    self._publish(name, record)
+                    await state.model.stop()
+                    record.versions[version] = _VersionState(UNAVAILABLE, UNLOADED_REASON)
+            self._publish(name, record)
+            if failures:
+                detail = "; ".join(f"version {v}: {reason}" for v, reason in failures.items())
+                raise ModelLoadError(f"failed to load '{name}': {detail}")
+
+    def _record_model_failure(
+        self, record: _ModelRecord, reason: str, override_dir: Path | None
+    ) -> None:
+        if override_dir is not None:
+            shutil.rmtree(override_dir.parent, ignore_errors=True)
+        if any(state.model is not None for state in record.versions.values()):
+            logger.error(
+                "reloading '%s' failed, the loaded versions keep serving: %s", record.name, reason
+            )
+            return
+        record.reason = reason
+        for state in record.versions.values():
+            state.state, state.reason = UNAVAILABLE, reason
+        location_dir = override_dir
+        if location_dir is None:
+            try:
+                location_dir = self.repository.find(record.name).path
+            except TridentError:
+                return
+        if not record.versions:
+            for version in version_folders(location_dir):
+                record.versions[version] = _VersionState(UNAVAILABLE, reason)
+        if record.versions:
+            record.reason = ""  # the versions carry it now
+        record.fingerprint = fingerprint(location_dir)
+
+    def _prepare(
+        self, name: str, override: mc.ModelConfig | None, override_dir: Path | None
+    ) -> _PreparedModel:
+        """Read, complete and check the config; pick the versions. Runs off the event loop."""
+        model_dir = override_dir if override_dir is not None else self.repository.find(name).path
+        if override is not None:
+            config = mc.ModelConfig()
+            config.CopyFrom(override)
+        else:
+            config = model_config.read_config(model_dir)
+        backend_name = self.backends.resolve_name(config.backend, config.platform, model_dir)
+        if backend_name == "ensemble":
+            raise ModelLoadError(
+                'ensemble models are not supported by this server yet (platform: "ensemble")'
+            )
+        backend = self.backends.get(backend_name)
+        model_config.normalize(config, name, backend_name)
+        backend.auto_complete_config(config, model_dir, self.strict_model_config)
+        model_config.validate(config)
+        available = version_folders(model_dir)
+        versions = versions_to_serve(config, available)
+        if not versions:
+            raise ModelLoadError(
+                f"no version folder found in {model_dir}: put the model files in a numbered "
+                f"folder, e.g. {model_dir}/1/{config.default_model_filename or 'model'}"
+            )
+        return _PreparedModel(name, model_dir, config, backend_name, versions)
+
+    async def _load_version(self, prepared: _PreparedModel, version: int) -> LoadedModel:
+        assert self._loop is not None, "ModelManager.bind() must be called before loading"
+        config = mc.ModelConfig()
+        config.CopyFrom(prepared.config)
+        model = LoadedModel(
+            prepared.name, version, config, prepared.backend_name, prepared.model_dir
+        )
+        backend = self.backends.get(prepared.backend_name)
+        workers: list[InstanceWorker] = []
+        try:
+            for group in config.instance_group:
+                kind = "GPU" if group.kind == mc.ModelInstanceGroup.KIND_GPU else "CPU"
+                devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
+                for device_id in devices:
+                    for index in range(group.count):
+                        instance_name = f"{group.name}_{len(workers)}"
+                        context = InstanceContext(
+                            config=config,
+                            model_name=prepared.name,
+                            model_version=version,
+                            model_dir=prepared.model_dir,
+                            version_dir=prepared.model_dir / str(version),
+                            instance_name=instance_name,
+                            kind=kind,
+                            device_id=device_id,
+                            instance_index=index,
+                            loop=self._loop,
+                            infer=self._infer,
+                            stream_infer=self._stream_infer,
+                            config_json=model.config_json,
+                        )
+                        instance = await asyncio.to_thread(backend.create_instance, context)
+                        workers.append(InstanceWorker(instance_name, instance, self._loop))
+        except Exception as exc:
+            for worker in workers:
+                await asyncio.to_thread(worker.close)
+            if isinstance(exc, TridentError):
+                raise
+            raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
+        model.start(workers, create_scheduler(model, workers))
+        return model
+
+    def _publish(self, name: str, record: _ModelRecord) -> None:
+        """Rebuild the hot-path lookup tables for one model."""
+        ready = {v: s.model for v, s in record.versions.items() if s.state == READY and s.model}
+        if ready:
+            self._ready[name] = ready  # type: ignore[assignment]
+            self._latest[name] = ready[max(ready)]  # type: ignore[assignment]
+        else:
+            self._ready.pop(name, None)
+            self._latest.pop(name, None)
+
+    async def unload(self, name: str) -> None:
+        record = self._records.get(name)
+        if record is None:
+            return
+        async with record.lock:
+            loaded = [(v, s.model) for v, s in record.versions.items() if s.model is not None]
+            for version, _ in loaded:
+                record.versions[version] = _VersionState(UNLOADING)
+            self._publish(name, record)
+            for version, model in loaded:
+                assert model is not None
+                await model.stop()
+                record.versions[version] = _VersionState(UNAVAILABLE, UNLOADED_REASON)
+            for state in record.versions.values():
+                if state.state != READY:
+                    state.state, state.reason = UNAVAILABLE, UNLOADED_REASON
+            record.reason = ""
+            if record.override_dir is not None:
+                shutil.rmtree(record.override_dir.parent, ignore_errors=True)
+                record.override_dir = None
+
+
+def _read_labels(model_dir: Path, config: mc.ModelConfig) -> dict[str, list[str]]:
+    labels = {}
+    for output in config.output:
+        if output.label_filename:
+            path = model_dir / output.label_filename
+            try:
+                labels[output.name] = path.read_text().splitlines()
+            except OSError as exc:
+                raise ModelLoadError(
+                    f"output '{output.name}': cannot read label_filename {path}: {exc.strerror}"
+                ) from None
+    return labels
+
+
+def _write_override_files(name: str, files: dict[str, bytes | str]) -> Path:
+    """Write `file:<path>` load parameters into a fresh temporary model folder."""
+    root = Path(tempfile.mkdtemp(prefix="trident-override-"))
+    model_dir = root / name
+    model_dir.mkdir()
+    for raw_path, content in files.items():
+        relative = PurePosixPath(raw_path)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            shutil.rmtree(root, ignore_errors=True)
+            raise InvalidArgumentError(
+                f"invalid model file path in load request: 'file:{raw_path}'"
+            )
+        target = model_dir.joinpath(*relative.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content if isinstance(content, bytes) else base64.b64decode(content))
+    return model_dir

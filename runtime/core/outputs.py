@@ -1,0 +1,67 @@
+"""Turns a model's raw response into what the client asked for: only the requested outputs,
+classification results in place of tensors, and outputs written to shared memory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from trident.runtime.errors import InternalError, InvalidArgumentError
+from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
+
+if TYPE_CHECKING:
+    from .model_manager import LoadedModel
+    from .shared_memory import SharedMemoryRegistry
+
+
+def finish_outputs(
+    model: LoadedModel,
+    request: InferenceRequest,
+    response: InferenceResponse,
+    shared_memory: SharedMemoryRegistry,
+) -> None:
+    if not request.outputs:
+        return
+    produced = {tensor.name: tensor for tensor in response.outputs}
+    selected: list[Tensor] = []
+    for wanted in request.outputs:
+        tensor = produced.get(wanted.name)
+        if tensor is None:
+            if response.final and not response.outputs:
+                continue  # an empty final response of a decoupled model
+            raise InternalError(
+                f"model '{model.name}' did not produce the requested output '{wanted.name}'"
+            )
+        if wanted.classification:
+            tensor = classify(
+                tensor,
+                wanted.classification,
+                model.labels.get(wanted.name),
+                model.max_batch_size > 0,
+            )
+        if wanted.shared_memory is not None:
+            shared_memory.write_output(tensor, wanted.shared_memory)
+        selected.append(tensor)
+    response.outputs = selected
+
+
+def classify(tensor: Tensor, top_k: int, labels: list[str] | None, batched: bool) -> Tensor:
+    """The classification extension: the top `top_k` entries of each batch item as
+    "value:index[:label]" strings, largest first (Triton prints the value with %f)."""
+    if tensor.data is None or tensor.datatype == "BYTES":
+        raise InvalidArgumentError(
+            f"classification needs a numeric output; '{tensor.name}' is {tensor.datatype}"
+        )
+    data = tensor.data
+    rows = data.reshape(data.shape[0], -1) if batched and data.ndim > 0 else data.reshape(1, -1)
+    k = min(top_k, rows.shape[1])
+    results = np.empty((rows.shape[0], k), dtype=np.object_)
+    for row_index, row in enumerate(rows):
+        order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
+        for column, index in enumerate(order):
+            text = f"{float(row[index]):f}:{int(index)}"
+            if labels is not None and index < len(labels):
+                text += f":{labels[index]}"
+            results[row_index, column] = text.encode()
+    shape = results.shape if batched else (k,)
+    return Tensor(tensor.name, "BYTES", tuple(shape), results.reshape(shape))

@@ -1,0 +1,124 @@
+"""The direct scheduler: each request runs alone on whichever instance is free.
+
+Requests wait in arrival order when every instance is busy. A request whose client cancelled, or
+whose `timeout` expired while it waited, is failed without running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from trident.runtime.core.instances import InstanceWorker
+from trident.runtime.core.stats import ModelStats
+from trident.runtime.errors import TridentError, UnavailableError
+from trident.runtime.types import InferenceRequest
+
+from .base import Scheduler, cancelled_error
+
+
+def batch_size_of(request: InferenceRequest, batched: bool) -> int:
+    if not batched or not request.inputs:
+        return 1
+    shape = request.inputs[0].shape
+    return shape[0] if shape else 1
+
+
+class DirectScheduler(Scheduler):
+    def __init__(
+        self,
+        model_name: str,
+        workers: list[InstanceWorker],
+        stats: ModelStats,
+        batched: bool,
+    ) -> None:
+        self._model_name = model_name
+        self._idle = list(workers)
+        self._queue: deque[InferenceRequest] = deque()
+        self._stats = stats
+        self._batched = batched
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def pending_count(self) -> int:
+        return len(self._queue)
+
+    def submit(self, request: InferenceRequest) -> None:
+        if self._stopping:
+            raise UnavailableError(f"model '{self._model_name}' is unloading")
+        if self._idle:
+            self._start(self._idle.pop(), request)
+        else:
+            self._queue.append(request)
+            self._stats.pending = len(self._queue)
+
+    def _start(self, worker: InstanceWorker, request: InferenceRequest) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(worker, request))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, worker: InstanceWorker, request: InferenceRequest | None) -> None:
+        while request is not None:
+            await self._execute(worker, request)
+            request = self._next_runnable()
+        self._idle.append(worker)
+
+    def _next_runnable(self) -> InferenceRequest | None:
+        """The next queued request that should still run; fails the ones that should not."""
+        while self._queue:
+            request = self._queue.popleft()
+            self._stats.pending = len(self._queue)
+            now = time.monotonic_ns()
+            if request.cancellation.cancelled:
+                self._fail(request, cancelled_error(request), now)
+            elif request.timeout_us and (now - request.arrival_ns) > request.timeout_us * 1000:
+                self._fail(
+                    request,
+                    UnavailableError(
+                        f"request for model '{self._model_name}' timed out in the queue after "
+                        f"{request.timeout_us} us"
+                    ),
+                    now,
+                )
+            else:
+                return request
+        return None
+
+    def _fail(self, request: InferenceRequest, error: TridentError, now: int) -> None:
+        self._stats.record_failure(error.failure_reason, request.arrival_ns, now)
+        request.responder.fail(error)
+
+    async def _execute(self, worker: InstanceWorker, request: InferenceRequest) -> None:
+        queue_end = time.monotonic_ns()
+        if request.cancellation.cancelled:
+            self._fail(request, cancelled_error(request), queue_end)
+            return
+        try:
+            responses, start, input_end, output_start, end = await worker.execute([request])
+        except TridentError as error:
+            self._fail(request, error, time.monotonic_ns())
+            return
+        stats = self._stats
+        stats.record_execution(
+            batch_size_of(request, self._batched), start, input_end, output_start, end
+        )
+        if responses is None:  # decoupled: the instance sent its responses itself
+            stats.record_success(request.arrival_ns, queue_end, start, input_end, output_start, end)
+            return
+        response = responses[0]
+        if response.error is not None:
+            stats.record_failure(response.error.failure_reason, request.arrival_ns, end)
+        else:
+            stats.record_success(request.arrival_ns, queue_end, start, input_end, output_start, end)
+        request.responder.send(response)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        now = time.monotonic_ns()
+        while self._queue:
+            request = self._queue.popleft()
+            self._fail(request, UnavailableError(f"model '{self._model_name}' unloaded"), now)
+        self._stats.pending = 0
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)

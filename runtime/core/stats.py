@@ -1,0 +1,130 @@
+"""Per-model-version statistics: the one set of counters behind both the statistics extension
+and the Prometheus metrics, so the two always agree.
+
+Counters are updated on the event loop thread only (schedulers record after each batch), so they
+need no locks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from trident.runtime.observability.metrics import FAILURE_REASONS
+from trident.runtime.protocol import grpc_service_pb2 as gs
+
+
+@dataclass(slots=True)
+class Duration:
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+    def fill(self, target: gs.StatisticDuration) -> None:
+        target.count = self.count
+        target.ns = self.ns
+
+
+@dataclass(slots=True)
+class BatchStats:
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(slots=True)
+class ModelStats:
+    """Counters for one loaded model version (Triton's semantics, see triton-protocol.md 2.2)."""
+
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)
+    cache_miss: Duration = field(default_factory=Duration)
+    failures_by_reason: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0)
+    )
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    pending: int = 0
+    batches: dict[int, BatchStats] = field(default_factory=dict)
+    #: Why each dynamic batch closed ("full", "preferred", "delay", ...) -> count.
+    batch_close_reasons: dict[str, int] = field(default_factory=dict)
+
+    def record_execution(
+        self,
+        batch_size: int,
+        start_ns: int,
+        input_end_ns: int,
+        output_start_ns: int,
+        end_ns: int,
+    ) -> None:
+        """One backend execution of `batch_size` inferences."""
+        input_ns = max(0, input_end_ns - start_ns)
+        infer_ns = max(0, output_start_ns - input_end_ns)
+        output_ns = max(0, end_ns - output_start_ns)
+        self.execution_count += 1
+        self.inference_count += batch_size
+        batch = self.batches.get(batch_size)
+        if batch is None:
+            batch = self.batches[batch_size] = BatchStats()
+        batch.compute_input.add(input_ns)
+        batch.compute_infer.add(infer_ns)
+        batch.compute_output.add(output_ns)
+
+    def record_success(
+        self,
+        arrival_ns: int,
+        queue_end_ns: int,
+        start_ns: int,
+        input_end_ns: int,
+        output_start_ns: int,
+        end_ns: int,
+    ) -> None:
+        """One request that completed; compute phases are the execution it ran in."""
+        self.success.add(end_ns - arrival_ns)
+        self.queue.add(queue_end_ns - arrival_ns)
+        self.compute_input.add(max(0, input_end_ns - start_ns))
+        self.compute_infer.add(max(0, output_start_ns - input_end_ns))
+        self.compute_output.add(max(0, end_ns - output_start_ns))
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_failure(self, reason: str, arrival_ns: int, end_ns: int) -> None:
+        self.fail.add(end_ns - arrival_ns)
+        self.failures_by_reason[reason if reason in self.failures_by_reason else "OTHER"] += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_batch_closed(self, reason: str) -> None:
+        self.batch_close_reasons[reason] = self.batch_close_reasons.get(reason, 0) + 1
+
+    def to_proto(self, name: str, version: int) -> gs.ModelStatistics:
+        stats = gs.ModelStatistics(
+            name=name,
+            version=str(version),
+            last_inference=self.last_inference_ms,
+            inference_count=self.inference_count,
+            execution_count=self.execution_count,
+        )
+        inference = stats.inference_stats
+        self.success.fill(inference.success)
+        self.fail.fill(inference.fail)
+        self.queue.fill(inference.queue)
+        self.compute_input.fill(inference.compute_input)
+        self.compute_infer.fill(inference.compute_infer)
+        self.compute_output.fill(inference.compute_output)
+        self.cache_hit.fill(inference.cache_hit)
+        self.cache_miss.fill(inference.cache_miss)
+        for size in sorted(self.batches):
+            batch = self.batches[size]
+            entry = stats.batch_stats.add(batch_size=size)
+            batch.compute_input.fill(entry.compute_input)
+            batch.compute_infer.fill(entry.compute_infer)
+            batch.compute_output.fill(entry.compute_output)
+        return stats

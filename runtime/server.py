@@ -1,0 +1,135 @@
+"""The composition root: builds the core and the frontends from ServerSettings and runs them on
+one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from trident.backends.registry import BackendRegistry
+from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.model_manager import ModelManager
+from trident.runtime.core.repository import ModelRepository
+from trident.runtime.core.shared_memory import SharedMemoryRegistry
+from trident.runtime.errors import TridentError
+from trident.runtime.observability.log_settings import LogSettings
+from trident.runtime.observability.trace_settings import TraceSettings
+from trident.runtime.settings import ServerSettings
+
+logger = logging.getLogger("trident.server")
+
+
+class ServerStartError(TridentError):
+    """The server could not start (a port in use, a model failing with --exit-on-error...)."""
+
+
+class TridentServer:
+    """One server: models, data plane, and the HTTP, gRPC and metrics frontends."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.models = ModelManager(
+            ModelRepository(settings.model_repositories),
+            BackendRegistry(),
+            control_mode=settings.model_control_mode,
+            strict_model_config=settings.strict_model_config,
+        )
+        self.shared_memory = SharedMemoryRegistry()
+        self.log_settings = LogSettings(
+            log_file=settings.log_file,
+            log_info=settings.log_info,
+            log_warning=settings.log_warning,
+            log_error=settings.log_error,
+            log_verbose_level=settings.log_verbose,
+        )
+        self.dataplane = DataPlane(
+            self.models,
+            self.shared_memory,
+            self.log_settings,
+            TraceSettings(),
+            strict_readiness=settings.strict_readiness,
+        )
+        self._frontends: list[object] = []
+        self.http_port = 0
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self.load_failures: dict[str, str] = {}
+
+    async def start(self) -> None:
+        """Load the models the control mode selects, then open the frontends."""
+        loop = asyncio.get_running_loop()
+        self.dataplane.bind_loop(loop)
+        self.models.bind(loop, self.dataplane.infer, self.dataplane.infer_stream)
+        self.log_settings.apply()
+        try:
+            self.load_failures = await self.models.start(
+                self.settings.startup_models, self.settings.repository_poll_secs
+            )
+        except TridentError as exc:
+            raise ServerStartError(str(exc)) from None
+        if self.load_failures and self.settings.exit_on_error:
+            await self.models.stop()
+            failed = "; ".join(f"{n}: {e}" for n, e in self.load_failures.items())
+            raise ServerStartError(f"failed to load all models (--exit-on-error): {failed}")
+        try:
+            await self._start_frontends()
+        except Exception:
+            await self.stop()
+            raise
+
+    async def _start_frontends(self) -> None:
+        settings = self.settings
+        if settings.allow_grpc:
+            from trident.runtime.frontends.grpc.server import GrpcFrontend
+
+            grpc_frontend = GrpcFrontend(self.dataplane, settings)
+            self.grpc_port = await grpc_frontend.start()
+            self._frontends.append(grpc_frontend)
+        if settings.allow_http:
+            from trident.runtime.frontends.http.server import HttpFrontend
+
+            http_frontend = HttpFrontend(self.dataplane, settings)
+            self.http_port = await http_frontend.start()
+            self._frontends.append(http_frontend)
+        if settings.allow_metrics:
+            from trident.runtime.frontends.http.metrics_server import MetricsFrontend
+
+            metrics_frontend = MetricsFrontend(self.dataplane, settings)
+            self.metrics_port = await metrics_frontend.start()
+            self._frontends.append(metrics_frontend)
+
+    async def stop(self) -> None:
+        """Refuse new requests, let in-flight ones finish (up to exit_timeout_secs), unload."""
+        self.dataplane.begin_shutdown()
+        frontends, self._frontends = self._frontends, []
+        for frontend in reversed(frontends):
+            try:
+                await asyncio.wait_for(
+                    frontend.stop(),  # type: ignore[attr-defined]
+                    timeout=self.settings.exit_timeout_secs,
+                )
+            except Exception:
+                logger.exception("stopping a frontend failed")
+        await self.models.stop()
+        self.shared_memory.unregister()
+
+    async def serve_forever(self) -> None:
+        """Start, serve until SIGINT or SIGTERM, then stop."""
+        await self.start()
+        logger.info(
+            "serving: HTTP on %s:%s, gRPC on %s:%s, metrics on %s:%s",
+            self.settings.http_address,
+            self.http_port or "-",
+            self.settings.grpc_address,
+            self.grpc_port or "-",
+            self.settings.metrics_address,
+            self.metrics_port or "-",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        logger.info("shutting down")
+        await self.stop()
