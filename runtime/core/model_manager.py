@@ -480,6 +480,12 @@ class ModelManager:
             config.CopyFrom(override)
         else:
             config = model_config.read_config(model_dir)
+        available = version_folders(model_dir)
+        if not available:
+            raise ModelLoadError(
+                f"no version folder found in {model_dir}: put the model files in a numbered "
+                f"folder, e.g. {model_dir}/1/{config.default_model_filename or 'model.onnx'}"
+            )
         backend_name = self.backends.resolve_name(config.backend, config.platform, model_dir)
         if backend_name == "ensemble":
             raise ModelLoadError(
@@ -489,7 +495,6 @@ class ModelManager:
         model_config.normalize(config, name, backend_name)
         backend.auto_complete_config(config, model_dir, self.strict_model_config)
         model_config.validate(config)
-        available = version_folders(model_dir)
         versions = versions_to_serve(config, available)
         if not versions:
             raise ModelLoadError(
@@ -592,7 +597,7 @@ def _write_override_files(name: str, files: dict[str, bytes | str]) -> Path:
     model_dir = root / name
     model_dir.mkdir()
     for raw_path, content in files.items():
-        relative = PurePosixPath(raw_path)
+        relative = PurePosixPath(raw_path.removeprefix("file:"))
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             shutil.rmtree(root, ignore_errors=True)
             raise InvalidArgumentError(
