@@ -15,6 +15,13 @@ from google.protobuf import descriptor, json_format, text_format
 from trident.runtime.errors import ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
 
+from . import devices
+
+#: Backends whose KIND_AUTO instances go to a GPU when one exists.
+GPU_BACKENDS = frozenset({"onnxruntime", "pytorch", "tensorrt"})
+#: Backends that accept KIND_GPU (Python models get the device id and use it themselves).
+GPU_CAPABLE_BACKENDS = GPU_BACKENDS | {"python"}
+
 CONFIG_FILENAME = "config.pbtxt"
 
 #: (platform, default model file) that Triton reports for each backend.
@@ -87,15 +94,37 @@ def normalize(config: mc.ModelConfig, model_name: str, backend: str) -> None:
         config.optimization.output_pinned_memory.enable = True
     if not config.instance_group:
         config.instance_group.add()
+    available_gpus = devices.gpu_ids() if backend in GPU_CAPABLE_BACKENDS else ()
     for index, group in enumerate(config.instance_group):
         if not group.name:
             group.name = f"{model_name}_{index}"
         if group.count == 0:
             group.count = 1
         if group.kind == mc.ModelInstanceGroup.KIND_AUTO:
+            # As Triton: a GPU when the backend can use one and one exists, else the CPU.
+            use_gpu = bool(group.gpus) or (bool(available_gpus) and backend in GPU_BACKENDS)
             group.kind = (
-                mc.ModelInstanceGroup.KIND_GPU if group.gpus else mc.ModelInstanceGroup.KIND_CPU
+                mc.ModelInstanceGroup.KIND_GPU if use_gpu else mc.ModelInstanceGroup.KIND_CPU
             )
+        if group.kind == mc.ModelInstanceGroup.KIND_GPU:
+            if backend not in GPU_CAPABLE_BACKENDS:
+                raise ModelLoadError(
+                    f"instance_group '{group.name}' asks for KIND_GPU but the '{backend}' backend "
+                    "runs on the CPU here: use KIND_CPU"
+                )
+            if not available_gpus:
+                raise ModelLoadError(
+                    f"instance_group '{group.name}' asks for KIND_GPU but no CUDA GPU is visible "
+                    "to this server: use KIND_CPU, or run where a GPU is available"
+                )
+            missing = [gpu for gpu in group.gpus if gpu not in available_gpus]
+            if missing:
+                raise ModelLoadError(
+                    f"instance_group '{group.name}' lists GPU(s) {missing} but this server sees "
+                    f"GPU ids {list(available_gpus)}"
+                )
+            if not group.gpus:
+                group.gpus.extend(available_gpus)  # Triton: an empty list means every GPU
 
 
 def validate(config: mc.ModelConfig) -> None:

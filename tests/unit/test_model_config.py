@@ -98,3 +98,34 @@ def test_json_override_rejects_unknown_fields():
         model_config.parse_config_json('{"name": "m", "no_such_field": 1}')
     parsed = model_config.parse_config_json('{"name": "m", "max_batch_size": 2}')
     assert parsed.max_batch_size == 2
+
+
+def test_instance_groups_resolve_against_the_visible_gpus(monkeypatch):
+    from trident.runtime.core import devices
+
+    monkeypatch.setattr(devices, "gpu_ids", lambda: (0, 1))
+    config = model_config.parse_config_text(
+        "instance_group [ { kind: KIND_GPU count: 2 }, { kind: KIND_AUTO }, { kind: KIND_CPU } ]"
+    )
+    model_config.normalize(config, "m", "onnxruntime")
+    groups = [(g.kind, list(g.gpus), g.count) for g in config.instance_group]
+    assert groups == [
+        (mc.ModelInstanceGroup.KIND_GPU, [0, 1], 2),
+        (mc.ModelInstanceGroup.KIND_GPU, [0, 1], 1),
+        (mc.ModelInstanceGroup.KIND_CPU, [], 1),
+    ]
+    bad = model_config.parse_config_text("instance_group [ { kind: KIND_GPU gpus: [ 3 ] } ]")
+    with pytest.raises(ModelLoadError, match=r"lists GPU\(s\) \[3\]"):
+        model_config.normalize(bad, "m", "onnxruntime")
+
+
+def test_kind_gpu_without_a_gpu_is_a_clear_load_error(monkeypatch):
+    from trident.runtime.core import devices
+
+    monkeypatch.setattr(devices, "gpu_ids", lambda: ())
+    auto = model_config.parse_config_text("instance_group [ { kind: KIND_AUTO } ]")
+    model_config.normalize(auto, "m", "pytorch")
+    assert auto.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    config = model_config.parse_config_text("instance_group [ { kind: KIND_GPU } ]")
+    with pytest.raises(ModelLoadError, match="no CUDA GPU is visible"):
+        model_config.normalize(config, "m", "python")
