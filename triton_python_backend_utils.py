@@ -1,1 +1,1 @@
-from trident.backends.python.pb_utils import *  # noqa: F401,F403
+from trident.backends.python.pb_utils import *  # noqa: F403

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from trident.runtime.errors import InternalError, ModelExecutionError, TridentError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import (

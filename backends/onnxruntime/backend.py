@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,

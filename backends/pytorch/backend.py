@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from trident.backends.model_signature import ModelSignature, TensorSignature
 from trident.runtime.errors import ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc

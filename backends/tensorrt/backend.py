@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor, json_format, text_format
+
 from trident.runtime.errors import ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
 

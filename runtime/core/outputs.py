@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from trident.runtime.errors import InternalError, InvalidArgumentError
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 

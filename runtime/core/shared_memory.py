@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
 from trident.runtime.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
 from trident.runtime.types import (
     DATATYPE_TO_NUMPY,

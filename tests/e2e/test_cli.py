@@ -19,10 +19,23 @@ def test_help_lists_tritonserver_flags() -> None:
         [*trident_command(), "serve", "--help"], capture_output=True, text=True, check=True
     )
     for flag in (
-        "--model-repository", "--http-port", "--grpc-port", "--metrics-port", "--http-address",
-        "--grpc-address", "--model-control-mode", "--load-model", "--repository-poll-secs",
-        "--strict-model-config", "--strict-readiness", "--exit-on-error", "--exit-timeout-secs",
-        "--log-verbose", "--allow-http", "--allow-grpc", "--allow-metrics",
+        "--model-repository",
+        "--http-port",
+        "--grpc-port",
+        "--metrics-port",
+        "--http-address",
+        "--grpc-address",
+        "--model-control-mode",
+        "--load-model",
+        "--repository-poll-secs",
+        "--strict-model-config",
+        "--strict-readiness",
+        "--exit-on-error",
+        "--exit-timeout-secs",
+        "--log-verbose",
+        "--allow-http",
+        "--allow-grpc",
+        "--allow-metrics",
     ):
         assert flag in result.stdout, flag
 
@@ -31,12 +44,19 @@ def test_serves_the_bundled_repository_and_stops_cleanly(tmp_path: Path) -> None
     repository = tmp_path / "model_repository"
     shutil.copytree(REPO_ROOT / "model_repository", repository)
     with start_trident(repository, log_dir=tmp_path / "log", ready_timeout_s=120) as server:
-        body = json.dumps({
-            "inputs": [
-                {"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [list(range(16))]},
-                {"name": "INPUT1", "shape": [1, 16], "datatype": "FP32", "data": [[1] * 16]},
-            ]
-        }).encode()
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "INPUT0",
+                        "shape": [1, 16],
+                        "datatype": "FP32",
+                        "data": [list(range(16))],
+                    },
+                    {"name": "INPUT1", "shape": [1, 16], "datatype": "FP32", "data": [[1] * 16]},
+                ]
+            }
+        ).encode()
         request = urllib.request.Request(
             f"http://{server.http_url}/v2/models/add_sub/infer", data=body, method="POST"
         )
@@ -55,11 +75,28 @@ def test_exit_on_error_exits_with_the_reason(tmp_path: Path) -> None:
     broken.mkdir(parents=True)
     (broken / "model.py").write_text("raise RuntimeError('cannot start')\n")
     result = subprocess.run(
-        [*trident_command(), "serve", "--model-repository", str(tmp_path), "--exit-on-error",
-         "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-         "--http-address", "127.0.0.1", "--grpc-address", "127.0.0.1",
-         "--metrics-address", "127.0.0.1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *trident_command(),
+            "serve",
+            "--model-repository",
+            str(tmp_path),
+            "--exit-on-error",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--http-address",
+            "127.0.0.1",
+            "--grpc-address",
+            "127.0.0.1",
+            "--metrics-address",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "cannot start" in result.stderr
@@ -67,9 +104,23 @@ def test_exit_on_error_exits_with_the_reason(tmp_path: Path) -> None:
 
 def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "trident.runtime.cli", "serve", "--model-repository",
-         str(tmp_path / "nope"), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "trident.runtime.cli",
+            "serve",
+            "--model-repository",
+            str(tmp_path / "nope"),
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "is not a folder" in result.stderr

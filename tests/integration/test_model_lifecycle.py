@@ -47,16 +47,22 @@ def _index(client: httpclient.InferenceServerClient) -> dict[tuple[str, str], di
 
 def test_broken_models_are_unavailable_with_reason_and_others_serve(tmp_path: Path) -> None:
     write_model(tmp_path, "good", IDENTITY_MODEL_PY, identity_config("good"))
-    write_model(tmp_path, "raises", "raise RuntimeError('boom at import')\n",
-                identity_config("raises"))
+    write_model(
+        tmp_path, "raises", "raise RuntimeError('boom at import')\n", identity_config("raises")
+    )
     write_model(tmp_path, "badconfig", IDENTITY_MODEL_PY, "max_batch_size: 'x'\n")
-    write_model(tmp_path, "initfails", textwrap.dedent("""
+    write_model(
+        tmp_path,
+        "initfails",
+        textwrap.dedent("""
         class TritonPythonModel:
             def initialize(self, args):
                 raise ValueError("cannot find weights.bin")
             def execute(self, requests):
                 return []
-    """), identity_config("initfails"))
+    """),
+        identity_config("initfails"),
+    )
     (tmp_path / "noversions").mkdir()
     with running_server(tmp_path) as server:
         client = httpclient.InferenceServerClient(server.http_url)
@@ -82,11 +88,20 @@ def test_strict_readiness_off_reports_ready(tmp_path: Path) -> None:
 
 
 def test_version_policy_and_per_version_routing(tmp_path: Path) -> None:
-    write_model(tmp_path, "v", VERSIONED_MODEL_PY,
-                identity_config("v", extra="version_policy { all { } }"), versions=(1, 2, 3))
-    write_model(tmp_path, "latest2", VERSIONED_MODEL_PY,
-                identity_config("latest2", extra="version_policy { latest { num_versions: 2 } }"),
-                versions=(1, 2, 3))
+    write_model(
+        tmp_path,
+        "v",
+        VERSIONED_MODEL_PY,
+        identity_config("v", extra="version_policy { all { } }"),
+        versions=(1, 2, 3),
+    )
+    write_model(
+        tmp_path,
+        "latest2",
+        VERSIONED_MODEL_PY,
+        identity_config("latest2", extra="version_policy { latest { num_versions: 2 } }"),
+        versions=(1, 2, 3),
+    )
     with running_server(tmp_path) as server:
         client = httpclient.InferenceServerClient(server.http_url)
         assert _infer_http(client, "v") == 3.0
@@ -114,7 +129,10 @@ def test_explicit_mode_load_unload_and_overrides(tmp_path: Path) -> None:
         http.unload_model("b")
         assert not http.is_model_ready("b")
         assert _index(http)[("b", "1")] == {
-            "name": "b", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"
+            "name": "b",
+            "version": "1",
+            "state": "UNAVAILABLE",
+            "reason": "unloaded",
         }
         assert http.is_server_ready()  # unloaded on purpose is not a failure
 

@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
 from trident.backends.base import ComputeTiming, InstanceContext
 from trident.backends.batching import Batch, form_batches, split_outputs
 from trident.backends.onnxruntime.backend import OnnxRuntimeBackend

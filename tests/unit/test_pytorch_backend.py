@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 import pytest
 import torch
+
 from trident.backends.base import ComputeTiming, InstanceContext
 from trident.backends.pytorch.backend import PyTorchBackend
 from trident.backends.pytorch.naming import (

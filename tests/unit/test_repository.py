@@ -19,7 +19,9 @@ def _config(text: str):
 def test_version_policies():
     available = [1, 2, 5]
     assert versions_to_serve(_config(""), available) == [5]
-    assert versions_to_serve(_config("version_policy { latest { num_versions: 2 } }"), available) == [2, 5]
+    assert versions_to_serve(
+        _config("version_policy { latest { num_versions: 2 } }"), available
+    ) == [2, 5]
     assert versions_to_serve(_config("version_policy { all { } }"), available) == [1, 2, 5]
     assert versions_to_serve(
         _config("version_policy { specific { versions: [1, 5] } }"), available

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from trident.backends.base import ComputeTiming, InstanceContext
 from trident.backends.model_signature import complete_config
 from trident.backends.tensorrt import backend as trt_backend
