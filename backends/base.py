@@ -92,6 +92,10 @@ class Backend(ABC):
         """Fill what the config leaves out (inputs, outputs, max_batch_size) from the model
         files, in place. With `strict`, only check that the config is complete."""
 
+    def metrics_text(self) -> str:
+        """Extra Prometheus text this backend exports (e.g. Python models' custom metrics)."""
+        return ""
+
     @abstractmethod
     def create_instance(self, context: InstanceContext) -> ModelInstance:
         """Load one instance. Runs off the event loop; raise with a message that says what to

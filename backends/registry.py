@@ -84,6 +84,10 @@ class BackendRegistry:
             + " in a version folder"
         )
 
+    def loaded(self) -> list[Backend]:
+        """The backends imported so far."""
+        return list(self._loaded.values())
+
     def get(self, name: str) -> Backend:
         backend = self._loaded.get(name)
         if backend is not None:

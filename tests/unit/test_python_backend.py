@@ -1,0 +1,558 @@
+"""The Python backend's execute path: model.py files written to tmp_path, run through the backend
+directly with runtime requests whose responders live on a real event loop."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from trident.backends.base import ComputeTiming
+from trident.backends.python.backend import PythonBackend, create_backend
+from trident.runtime.errors import (
+    InvalidArgumentError,
+    ModelExecutionError,
+    NotFoundError,
+)
+from trident.runtime.types import CancellationToken
+
+from .test_python_backend_support import (
+    LoopThread,
+    loop_thread,
+    make_context,
+    make_request,
+    output,
+    write_model,
+)
+
+ADD_SUB_CONFIG = """
+    backend: "python"
+    max_batch_size: 0
+    input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+            { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+             { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+"""
+
+ADD_SUB = """
+    import json
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def initialize(self, args):
+            config = json.loads(args["model_config"])
+            out0 = pb_utils.get_output_config_by_name(config, "OUTPUT0")
+            self.dtype = pb_utils.triton_string_to_numpy(out0["data_type"])
+
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+                b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("OUTPUT0", (a + b).astype(self.dtype)),
+                    pb_utils.Tensor("OUTPUT1", (a - b).astype(self.dtype)),
+                ]))
+            return responses
+"""
+
+IDENTITY = """
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            return [
+                pb_utils.InferenceResponse([
+                    pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())
+                ])
+                for r in requests
+            ]
+"""
+
+
+@pytest.fixture
+def loop():
+    yield from loop_thread()
+
+
+def instance_of(model_dir, **context):
+    return PythonBackend().create_instance(make_context(model_dir, **context))
+
+
+def test_create_backend_names_the_python_backend():
+    backend = create_backend()
+    assert backend.name == "python"
+    assert backend.default_model_filename == "model.py"
+
+
+def test_identity_returns_the_input_array_without_copies(tmp_path):
+    instance = instance_of(write_model(tmp_path, "identity", IDENTITY))
+    data = np.arange(6, dtype=np.int32).reshape(2, 3)
+    responses = instance.execute([make_request("identity", {"IN": data})], ComputeTiming())
+    assert instance.is_async is False and instance.decoupled is False
+    (response,) = responses
+    (tensor,) = response.outputs
+    assert (tensor.name, tensor.datatype, tensor.shape) == ("OUT", "INT32", (2, 3))
+    assert tensor.data is data
+
+
+def test_add_sub_two_inputs_two_outputs_and_timing_marks(tmp_path):
+    instance = instance_of(write_model(tmp_path, "add_sub", ADD_SUB, ADD_SUB_CONFIG))
+    a = np.array([1, 2, 3, 4], np.float32)
+    b = np.array([4, 3, 2, 1], np.float32)
+    timing = ComputeTiming()
+    before = time.monotonic_ns()
+    responses = instance.execute(
+        [
+            make_request("add_sub", {"INPUT0": a, "INPUT1": b}),
+            make_request("add_sub", {"INPUT0": b, "INPUT1": b}),
+        ],
+        timing,
+    )
+    assert len(responses) == 2
+    np.testing.assert_array_equal(output(responses[0], "OUTPUT0"), a + b)
+    np.testing.assert_array_equal(output(responses[0], "OUTPUT1"), a - b)
+    np.testing.assert_array_equal(output(responses[1], "OUTPUT1"), np.zeros(4, np.float32))
+    assert responses[0].outputs[0].datatype == "FP32"
+    assert before <= timing.input_end_ns <= timing.output_start_ns <= time.monotonic_ns()
+
+
+def test_bytes_tensors_in_and_out(tmp_path):
+    source = """
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for request in requests:
+                    text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
+                    flipped = np.array([item[::-1] for item in text.reshape(-1)], dtype=object)
+                    as_str = np.array(["héllo", "wörld"])  # a str array: encoded for the client
+                    responses.append(pb_utils.InferenceResponse([
+                        pb_utils.Tensor("FLIPPED", flipped.reshape(text.shape)),
+                        pb_utils.Tensor("STR", as_str),
+                    ]))
+                return responses
+    """
+    instance = instance_of(write_model(tmp_path, "bytes", source))
+    text = np.array([b"abc", b"de"], dtype=np.object_)
+    (response,) = instance.execute([make_request("bytes", {"TEXT": text})], ComputeTiming())
+    flipped = response.outputs[0]
+    assert flipped.datatype == "BYTES"
+    assert list(flipped.data) == [b"cba", b"ed"]
+    as_str = response.outputs[1]
+    assert as_str.datatype == "BYTES"
+    assert list(as_str.data) == ["héllo".encode(), "wörld".encode()]
+
+
+def test_error_responses_fail_only_their_request_with_the_code_they_name(tmp_path):
+    source = """
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                out = pb_utils.Tensor("OUT", np.zeros(1, np.float32))
+                return [
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                        "bad input value", pb_utils.TritonError.INVALID_ARG)),
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError("plain failure")),
+                    pb_utils.InferenceResponse([out]),
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                        "gone", code=pb_utils.TritonError.NOT_FOUND)),
+                ]
+    """
+    instance = instance_of(write_model(tmp_path, "errors", source))
+    x = np.zeros(1, np.float32)
+    responses = instance.execute(
+        [make_request("errors", {"IN": x}) for _ in range(4)], ComputeTiming()
+    )
+    invalid, plain, ok, missing = responses
+    assert isinstance(invalid.error, InvalidArgumentError)
+    assert invalid.error.message == "bad input value"
+    assert invalid.error.http_status == 400 and invalid.error.grpc_code == "INVALID_ARGUMENT"
+    assert invalid.error.failure_reason == "BACKEND"
+    assert isinstance(plain.error, ModelExecutionError)
+    assert plain.error.http_status == 500 and plain.error.grpc_code == "INTERNAL"
+    assert ok.error is None and output(ok, "OUT").shape == (1,)
+    assert isinstance(missing.error, NotFoundError)
+
+
+def test_an_exception_in_execute_fails_the_batch_with_its_message_and_line(tmp_path):
+    source = """
+        class TritonPythonModel:
+            def execute(self, requests):
+                raise ValueError("the model exploded")
+    """
+    instance = instance_of(write_model(tmp_path, "boom", source))
+    with pytest.raises(ModelExecutionError) as caught:
+        instance.execute([make_request("boom", {"IN": np.zeros(1)})], ComputeTiming())
+    assert caught.value.message == (
+        "Failed to process the request(s) for model 'boom_0_0', message: "
+        "ValueError: the model exploded (model.py, line 4)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("returned", "expected"),
+    [
+        ("[]", "InferenceRequest(s) size is:1, and InferenceResponse(s) size is:0"),
+        ("{}", "Expected a list in the execute return, found type 'dict'"),
+        ("['x']", "Expected an 'InferenceResponse' object in the execute function return list"),
+    ],
+)
+def test_a_malformed_execute_result_is_a_clear_error(tmp_path, returned, expected):
+    source = f"""
+        class TritonPythonModel:
+            def execute(self, requests):
+                return {returned}
+    """
+    instance = instance_of(write_model(tmp_path, "bad", source))
+    with pytest.raises(ModelExecutionError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        instance.execute([make_request("bad", {"IN": np.zeros(1)})], ComputeTiming())
+
+
+def test_request_accessors(tmp_path):
+    source = """
+        import json
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                responses = []
+                for r in requests:
+                    seen = {
+                        "id": r.request_id(),
+                        "correlation_id": r.correlation_id(),
+                        "flags": r.flags(),
+                        "parameters": json.loads(r.parameters()),
+                        "requested": r.requested_output_names(),
+                        "inputs": [t.name() for t in r.inputs()],
+                        "shape": r.inputs()[0].shape(),
+                        "cancelled": r.is_cancelled(),
+                        "timeout": r.timeout(),
+                    }
+                    blob = np.array([json.dumps(seen).encode()], dtype=object)
+                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SEEN", blob)]))
+                return responses
+    """
+    config = """
+        backend: "python"
+        input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
+        output [ { name: "SEEN" data_type: TYPE_STRING dims: [ 1 ] },
+                 { name: "OTHER" data_type: TYPE_FP32 dims: [ 1 ] } ]
+    """
+    instance = instance_of(write_model(tmp_path, "accessors", source, config))
+    cancelled = CancellationToken()
+    cancelled.cancel()
+    requests = [
+        make_request(
+            "accessors",
+            {"IN": np.zeros(3, np.float32)},
+            id="req-7",
+            sequence_id=42,
+            sequence_start=True,
+            parameters={"my_custom": 7, "flag": True, "priority": 1, "sequence_id": 42},
+            timeout_us=5000,
+        ),
+        make_request(
+            "accessors",
+            {"IN": np.zeros(2, np.float32)},
+            outputs=("SEEN",),
+            sequence_id="corr-a",
+            sequence_end=True,
+            cancellation=cancelled,
+        ),
+    ]
+    first, second = (
+        json.loads(output(r, "SEEN")[0]) for r in instance.execute(requests, ComputeTiming())
+    )
+    assert first == {
+        "id": "req-7",
+        "correlation_id": 42,
+        "flags": 1,
+        "parameters": {"my_custom": 7, "flag": True},
+        "requested": ["SEEN", "OTHER"],  # none named: Triton fills in every output
+        "inputs": ["IN"],
+        "shape": [3],
+        "cancelled": False,
+        "timeout": 5000,
+    }
+    assert second["correlation_id"] == "corr-a"
+    assert second["flags"] == 2
+    assert second["requested"] == ["SEEN"]
+    assert second["cancelled"] is True
+    assert second["parameters"] == {}
+
+
+DECOUPLED_CONFIG = """
+    backend: "python"
+    model_transaction_policy { decoupled: true }
+    input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
+    output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+"""
+
+DECOUPLED = """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            for request in requests:
+                sender = request.get_response_sender()
+                count = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0])
+                for i in range(count):
+                    out = pb_utils.Tensor("OUT", np.array([i], np.int32))
+                    sender.send(pb_utils.InferenceResponse([out]))
+                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                try:
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                except pb_utils.TritonModelException as exc:
+                    self.late_send_error = str(exc)
+            return None
+"""
+
+
+def test_decoupled_model_streams_through_the_response_sender(tmp_path, loop: LoopThread):
+    instance = instance_of(write_model(tmp_path, "stream", DECOUPLED, DECOUPLED_CONFIG))
+    assert instance.decoupled is True
+    request = make_request("stream", {"N": np.array([3], np.int32)})
+    request.responder = loop.stream_responder()
+    assert instance.execute([request], ComputeTiming()) is None
+    responses = loop.collect(request.responder)
+    assert [int(output(r, "OUT")[0]) for r in responses[:3]] == [0, 1, 2]
+    assert [r.final for r in responses] == [False, False, False, True]
+    assert responses[3].outputs == [] and responses[3].error is None
+    assert instance._model.late_send_error == (
+        "Unable to send response. Response sender has been closed."
+    )
+
+
+def test_decoupled_model_may_send_from_its_own_thread_after_execute_returns(
+    tmp_path, loop: LoopThread
+):
+    source = """
+        import threading
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                for request in requests:
+                    sender = request.get_response_sender()
+                    def work(sender=sender):
+                        for i in range(2):
+                            if sender.is_cancelled():
+                                break
+                            out = pb_utils.Tensor("OUT", np.array([i], np.int32))
+                            sender.send(pb_utils.InferenceResponse([out]))
+                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    threading.Thread(target=work).start()
+                return None
+    """
+    instance = instance_of(write_model(tmp_path, "threaded", source, DECOUPLED_CONFIG))
+    request = make_request("threaded", {"N": np.array([2], np.int32)})
+    request.responder = loop.stream_responder()
+    assert instance.execute([request], ComputeTiming()) is None
+    responses = loop.collect(request.responder)
+    assert [r.final for r in responses] == [False, False, True]
+
+
+def test_decoupled_model_that_returns_responses_is_an_error(tmp_path, loop: LoopThread):
+    source = """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return []
+    """
+    instance = instance_of(write_model(tmp_path, "wrong", source, DECOUPLED_CONFIG))
+    request = make_request("wrong", {"N": np.array([1], np.int32)})
+    request.responder = loop.stream_responder()
+    with pytest.raises(ModelExecutionError, match="execute function must return None"):
+        instance.execute([request], ComputeTiming())
+
+
+def test_non_decoupled_model_may_answer_through_the_response_sender(tmp_path, loop: LoopThread):
+    source = """
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                self.errors = []
+                for request in requests:
+                    sender = request.get_response_sender()
+                    try:
+                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    except pb_utils.TritonModelException as exc:
+                        self.errors.append(str(exc))
+                    out = pb_utils.Tensor("OUT", np.array([7], np.int32))
+                    sender.send(pb_utils.InferenceResponse([out]))
+                    try:
+                        sender.send(pb_utils.InferenceResponse([out]))
+                    except pb_utils.TritonModelException as exc:
+                        self.errors.append(str(exc))
+                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                return None
+    """
+    instance = instance_of(write_model(tmp_path, "single", source))
+    request = make_request("single", {"N": np.array([1], np.int32)})
+    request.responder = loop.single_responder()
+    assert instance.execute([request], ComputeTiming()) is None
+    response = loop.run(request.responder.result())
+    assert response.final is True
+    assert int(output(response, "OUT")[0]) == 7
+    assert instance._model.errors == [
+        "Unable to send response. Non-decoupled model cannot send complete final before "
+        "sending a response.",
+        "Unable to send response. Non-decoupled model cannot send more than one response.",
+    ]
+
+
+def test_non_decoupled_model_returning_none_without_sending_fails_the_request(
+    tmp_path, loop: LoopThread
+):
+    source = """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return None
+    """
+    instance = instance_of(write_model(tmp_path, "silent", source))
+    request = make_request("silent", {"N": np.array([1], np.int32)})
+    request.responder = loop.single_responder()
+    assert instance.execute([request], ComputeTiming()) is None
+    response = loop.run(request.responder.result())
+    assert isinstance(response.error, ModelExecutionError)
+    assert "returned None from execute" in response.error.message
+
+
+def test_async_execute_runs_on_the_event_loop(tmp_path, loop: LoopThread):
+    source = """
+        import asyncio
+        import threading
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            async def execute(self, requests):
+                await asyncio.sleep(0)
+                self.thread = threading.get_ident()
+                return [
+                    pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "IN")])
+                    for r in requests
+                ]
+    """
+    instance = instance_of(write_model(tmp_path, "async_id", source), loop=loop.loop)
+    assert instance.is_async is True
+    data = np.array([1.5], np.float32)
+    (response,) = loop.run(
+        instance.execute([make_request("async_id", {"IN": data})], ComputeTiming())
+    )
+    assert output(response, "IN") is data
+    assert instance._model.thread == loop.thread_id
+
+
+def test_async_execute_exception_is_a_model_execution_error(tmp_path, loop: LoopThread):
+    source = """
+        class TritonPythonModel:
+            async def execute(self, requests):
+                raise RuntimeError("async failure")
+    """
+    instance = instance_of(write_model(tmp_path, "async_boom", source), loop=loop.loop)
+    with pytest.raises(ModelExecutionError, match="RuntimeError: async failure"):
+        loop.run(
+            instance.execute([make_request("async_boom", {"IN": np.zeros(1)})], ComputeTiming())
+        )
+
+
+def test_decoupled_async_execute_serves_requests_concurrently(tmp_path, loop: LoopThread):
+    source = """
+        import asyncio
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                self.second_arrived = None
+
+            async def execute(self, requests):
+                # The first request waits until the second one ran: only possible when the
+                # instance takes the next batch while this one waits.
+                if self.second_arrived is None:
+                    self.second_arrived = asyncio.Event()
+                    await asyncio.wait_for(self.second_arrived.wait(), 5)
+                    value = 1
+                else:
+                    self.second_arrived.set()
+                    value = 2
+                for request in requests:
+                    sender = request.get_response_sender()
+                    out = pb_utils.Tensor("OUT", np.array([value], np.int32))
+                    sender.send(pb_utils.InferenceResponse([out]),
+                                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+    """
+    instance = instance_of(
+        write_model(tmp_path, "async_stream", source, DECOUPLED_CONFIG), loop=loop.loop
+    )
+    first = make_request("async_stream", {"N": np.array([1], np.int32)})
+    second = make_request("async_stream", {"N": np.array([1], np.int32)})
+    first.responder = loop.stream_responder()
+    second.responder = loop.stream_responder()
+    assert loop.run(instance.execute([first], ComputeTiming())) is None
+    assert loop.run(instance.execute([second], ComputeTiming())) is None
+    assert [int(output(r, "OUT")[0]) for r in loop.collect(first.responder)] == [1]
+    assert [int(output(r, "OUT")[0]) for r in loop.collect(second.responder)] == [2]
+    instance.close()
+
+
+def test_decoupled_async_execute_failure_ends_the_open_streams(tmp_path, loop: LoopThread):
+    source = """
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            async def execute(self, requests):
+                raise pb_utils.TritonModelException("cannot stream today")
+    """
+    instance = instance_of(
+        write_model(tmp_path, "async_fail", source, DECOUPLED_CONFIG), loop=loop.loop
+    )
+    request = make_request("async_fail", {"N": np.array([1], np.int32)})
+    request.responder = loop.stream_responder()
+    assert loop.run(instance.execute([request], ComputeTiming())) is None
+    (response,) = loop.collect(request.responder)
+    assert response.final is True
+    assert isinstance(response.error, ModelExecutionError)
+    assert "TritonModelException: cannot stream today" in response.error.message
+
+
+def test_sync_execute_may_run_on_any_worker_thread_concurrently_with_others(tmp_path):
+    # Two instances of one model: each keeps its own model object and module state.
+    source = """
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        CALLS = []
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                CALLS.append(1)
+                out = pb_utils.Tensor("OUT", np.array([len(CALLS)], np.int32))
+                return [pb_utils.InferenceResponse([out]) for _ in requests]
+    """
+    model_dir = write_model(tmp_path, "counter", source)
+    first, second = instance_of(model_dir), instance_of(model_dir)
+    results = []
+
+    def run(instance):
+        request = make_request("counter", {"IN": np.zeros(1)})
+        (response,) = instance.execute([request], ComputeTiming())
+        results.append(int(output(response, "OUT")[0]))
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (first, second, first)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    # Module-level state is per instance, as with Triton's process per instance.
+    assert results == [1, 1, 2]

@@ -1,0 +1,465 @@
+"""Loading Python models: module isolation, sibling imports, initialize/finalize, load errors and
+the model's auto_complete_config."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import sys
+
+import numpy as np
+import pytest
+from trident.backends.base import ComputeTiming
+from trident.backends.python.backend import PythonBackend
+from trident.runtime.core.model_config import normalize, parse_config_text
+from trident.runtime.errors import ModelLoadError
+from trident.runtime.protocol import model_config_pb2 as mc
+
+from .test_python_backend_support import (
+    LoopThread,
+    loop_thread,
+    make_context,
+    make_request,
+    output,
+    write_model,
+)
+
+
+@pytest.fixture
+def loop():
+    yield from loop_thread()
+
+
+def instance_of(model_dir, **context):
+    return PythonBackend().create_instance(make_context(model_dir, **context))
+
+
+def run_once(instance, model="m"):
+    (response,) = instance.execute([make_request(model, {"IN": np.zeros(1)})], ComputeTiming())
+    return response
+
+
+USES_HELPER = """
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+    import helper
+    from .relative import OFFSET
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            import helper as lazily_imported  # inside execute, as some models do
+            value = helper.VALUE + OFFSET + lazily_imported.VALUE
+            out = pb_utils.Tensor("OUT", np.array([value], np.int32))
+            return [pb_utils.InferenceResponse([out]) for _ in requests]
+"""
+
+
+def test_two_models_named_model_py_with_same_named_helpers_do_not_clash(tmp_path):
+    instances = []
+    for name, value in (("first", 10), ("second", 20)):
+        model_dir = write_model(tmp_path, name, USES_HELPER)
+        (model_dir / "1" / "helper.py").write_text(f"VALUE = {value}\n")
+        (model_dir / "1" / "relative.py").write_text(f"OFFSET = {value // 10}\n")
+        instances.append(instance_of(model_dir))
+    first, second = instances
+    assert int(output(run_once(first), "OUT")[0]) == 10 + 1 + 10
+    assert int(output(run_once(second), "OUT")[0]) == 20 + 2 + 20
+    assert "helper" not in sys.modules  # nothing leaks under the bare name
+    assert first._imported.module is not second._imported.module
+
+
+def test_helpers_in_the_model_folder_and_sibling_packages_import(tmp_path):
+    source = """
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+        import shared_settings
+        from tools.scale import factor
+        from tools import scale
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                value = shared_settings.BASE * factor() + scale.EXTRA
+                out = pb_utils.Tensor("OUT", np.array([value], np.int32))
+                return [pb_utils.InferenceResponse([out]) for _ in requests]
+    """
+    model_dir = write_model(tmp_path, "pkg_model", source)
+    (model_dir / "shared_settings.py").write_text("BASE = 5\n")  # REPO/NAME, next to config
+    tools = model_dir / "1" / "tools"
+    tools.mkdir()
+    (tools / "__init__.py").write_text("")
+    (tools / "scale.py").write_text(
+        "import shared_settings\nEXTRA = 1\ndef factor():\n    return shared_settings.BASE\n"
+    )
+    instance = instance_of(model_dir)
+    assert int(output(run_once(instance), "OUT")[0]) == 5 * 5 + 1
+
+
+def test_standard_and_installed_modules_win_over_same_named_files(tmp_path):
+    # As in Triton, where the model folders come last on sys.path.
+    source = """
+        import types
+        import numpy
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                ok = hasattr(types, "SimpleNamespace") and hasattr(numpy, "ndarray")
+                out = pb_utils.Tensor("OUT", numpy.array([ok]))
+                return [pb_utils.InferenceResponse([out]) for _ in requests]
+    """
+    model_dir = write_model(tmp_path, "shadows", source)
+    (model_dir / "1" / "types.py").write_text("raise RuntimeError('shadowed the stdlib')\n")
+    (model_dir / "1" / "numpy.py").write_text("raise RuntimeError('shadowed numpy')\n")
+    assert bool(output(run_once(instance_of(model_dir)), "OUT")[0]) is True
+
+
+def test_pickle_finds_classes_of_the_models_sibling_modules(tmp_path):
+    source = """
+        import pickle
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                with open(args["model_repository"] + "/weights.pkl", "rb") as f:
+                    self.weights = pickle.load(f)
+
+            def execute(self, requests):
+                out = pb_utils.Tensor("OUT", np.array([self.weights.value], np.int32))
+                return [pb_utils.InferenceResponse([out]) for _ in requests]
+    """
+    model_dir = write_model(tmp_path, "pickled", source)
+    (model_dir / "1" / "weightsdef.py").write_text(
+        "class Weights:\n    def __init__(self, value):\n        self.value = value\n"
+    )
+    # Pickled elsewhere with the class living in a top-level module called `weightsdef`.
+    sys.path.insert(0, str(model_dir / "1"))
+    try:
+        import weightsdef
+
+        (model_dir / "weights.pkl").write_bytes(pickle.dumps(weightsdef.Weights(99)))
+    finally:
+        sys.path.remove(str(model_dir / "1"))
+        sys.modules.pop("weightsdef", None)
+    instance = instance_of(model_dir)
+    assert int(output(run_once(instance), "OUT")[0]) == 99
+    assert sys.modules["weightsdef"].__name__.endswith("_pickled_v1.weightsdef")
+    instance.close()
+    assert "weightsdef" not in sys.modules  # the alias goes with the model
+
+
+def test_importlib_lookups_of_sibling_names_resolve_while_the_model_runs(tmp_path):
+    source = """
+        import importlib
+        import numpy as np
+        import triton_python_backend_utils as pb_utils
+
+        class TritonPythonModel:
+            def execute(self, requests):
+                plugin = importlib.import_module("plugin_for_lookup")
+                out = pb_utils.Tensor("OUT", np.array([plugin.VALUE], np.int32))
+                return [pb_utils.InferenceResponse([out]) for _ in requests]
+    """
+    model_dir = write_model(tmp_path, "lookup", source)
+    (model_dir / "1" / "plugin_for_lookup.py").write_text("VALUE = 31\n")
+    instance = instance_of(model_dir)
+    assert int(output(run_once(instance), "OUT")[0]) == 31
+    with pytest.raises(ModuleNotFoundError):  # outside the model's code: unknown
+        sys.modules.pop("plugin_for_lookup", None)
+        importlib.import_module("plugin_for_lookup")
+    instance.close()
+
+
+def test_close_calls_finalize_and_forgets_the_models_modules(tmp_path):
+    source = """
+        import helper
+
+        class TritonPythonModel:
+            def initialize(self, args):
+                self.path = args["model_repository"] + "/finalized"
+
+            def execute(self, requests):
+                return []
+
+            def finalize(self):
+                with open(self.path, "w") as f:
+                    f.write("done")
+    """
+    model_dir = write_model(tmp_path, "final", source)
+    (model_dir / "1" / "helper.py").write_text("")
+    instance = instance_of(model_dir)
+    package = instance._imported.importer.package
+    assert f"{package}.helper" in sys.modules
+    instance.close()
+    assert (model_dir / "finalized").read_text() == "done"
+    assert not [name for name in sys.modules if name.startswith(package)]
+
+
+def test_async_initialize_and_finalize_run_on_the_server_loop(tmp_path, loop: LoopThread):
+    source = """
+        import asyncio
+        import threading
+
+        class TritonPythonModel:
+            async def initialize(self, args):
+                await asyncio.sleep(0)
+                self.init_thread = threading.get_ident()
+
+            async def execute(self, requests):
+                return []
+
+            async def finalize(self):
+                await asyncio.sleep(0)
+                with open(self.path, "w") as f:
+                    f.write(str(threading.get_ident()))
+    """
+    model_dir = write_model(tmp_path, "async_life", source)
+    instance = instance_of(model_dir, loop=loop.loop)
+    assert instance._model.init_thread == loop.thread_id
+    instance._model.path = str(tmp_path / "finalized")
+    instance.close()
+    assert (tmp_path / "finalized").read_text() == str(loop.thread_id)
+
+
+def test_initialize_receives_tritons_args(tmp_path):
+    source = """
+        class TritonPythonModel:
+            def initialize(self, args):
+                self.args = args
+
+            def execute(self, requests):
+                return []
+    """
+    config = """
+        backend: "python"
+        max_batch_size: 8
+        input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
+        output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    """
+    model_dir = write_model(tmp_path, "args_model", source, config, version=3)
+    instance = instance_of(model_dir, version=3, kind="GPU", device_id=1)
+    args = instance._model.args
+    assert set(args) == {
+        "model_config",
+        "model_instance_kind",
+        "model_instance_name",
+        "model_instance_device_id",
+        "model_repository",
+        "model_version",
+        "model_name",
+    }
+    assert all(isinstance(value, str) for value in args.values())
+    assert args["model_instance_kind"] == "GPU"
+    assert args["model_instance_device_id"] == "1"
+    assert args["model_instance_name"] == "args_model_0_0"
+    assert args["model_repository"] == str(model_dir)
+    assert args["model_version"] == "3"
+    assert args["model_name"] == "args_model"
+    model_config = json.loads(args["model_config"])
+    assert model_config["name"] == "args_model"
+    assert model_config["max_batch_size"] == 8
+    assert model_config["input"][0]["dims"] == [4]
+    assert model_config["input"][0]["data_type"] == "TYPE_FP32"
+
+
+def test_default_model_filename_renames_the_model_file(tmp_path):
+    source = """
+        class TritonPythonModel:
+            def execute(self, requests):
+                return []
+    """
+    config = 'backend: "python"\ndefault_model_filename: "main.py"\n'
+    model_dir = write_model(tmp_path, "renamed", source, config, filename="main.py")
+    instance = instance_of(model_dir)
+    assert instance._imported.module.__name__.endswith(".main")
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, r"1/model\.py does not exist"),
+        ({"model.py": "def broken(:\n"}, r"SyntaxError: .*model\.py"),
+        ({"model.py": "import not_a_real_module_xyz\n"}, "No module named 'not_a_real_module_xyz'"),
+        ({"model.py": "class Model:\n    pass\n"}, "defines no class 'TritonPythonModel'"),
+        ({"model.py": "class TritonPythonModel:\n    pass\n"}, "does not implement `execute`"),
+        (
+            {
+                "model.py": "class TritonPythonModel:\n"
+                "    def initialize(self, args):\n"
+                "        raise RuntimeError('no weights here')\n"
+                "    def execute(self, requests):\n"
+                "        return []\n"
+            },
+            r"initialize\(\) of Python model 'broken' failed: RuntimeError: no weights here "
+            r"\(model\.py, line 3\)",
+        ),
+    ],
+)
+def test_load_errors_say_what_failed(tmp_path, files, expected):
+    model_dir = tmp_path / "broken"
+    (model_dir / "1").mkdir(parents=True)
+    for filename, text in files.items():
+        (model_dir / "1" / filename).write_text(text)
+    with pytest.raises(ModelLoadError, match=expected):
+        instance_of(model_dir)
+    assert not [name for name in sys.modules if name.endswith("_broken_v1")]
+
+
+# ----------------------------------------------------------------------------- auto-complete
+
+AUTO_COMPLETE = """
+    import triton_python_backend_utils as pb_utils
+
+    class TritonPythonModel:
+        @staticmethod
+        def auto_complete_config(auto_complete_model_config):
+            config = auto_complete_model_config.as_dict()
+            assert config["name"] == "auto"
+            auto_complete_model_config.add_input(
+                {"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4], "optional": True})
+            auto_complete_model_config.add_input(
+                {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]})
+            auto_complete_model_config.add_output(
+                {"name": "OUTPUT0", "data_type": "TYPE_STRING", "dims": [-1]})
+            auto_complete_model_config.set_max_batch_size(8)
+            auto_complete_model_config.set_dynamic_batching()
+            auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
+            return auto_complete_model_config
+
+        def execute(self, requests):
+            return None
+"""
+
+
+def completed_config(model_dir, config_text='backend: "python"', strict=False):
+    config = parse_config_text(config_text)
+    normalize(config, model_dir.name, "python")
+    PythonBackend().auto_complete_config(config, model_dir, strict)
+    return config
+
+
+def test_auto_complete_fills_the_config(tmp_path):
+    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    config = completed_config(model_dir)
+    assert [(i.name, i.data_type, list(i.dims), i.optional) for i in config.input] == [
+        ("INPUT0", mc.TYPE_FP32, [4], True),
+        ("INPUT1", mc.TYPE_FP32, [4], False),
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in config.output] == [
+        ("OUTPUT0", mc.TYPE_STRING, [-1])
+    ]
+    assert config.max_batch_size == 8
+    assert config.HasField("dynamic_batching")
+    assert config.model_transaction_policy.decoupled is True
+    assert config.name == "auto" and config.backend == "python"
+    assert config.instance_group[0].name == "auto_0"  # what normalize filled stays
+    assert not [name for name in sys.modules if name.endswith("_auto_v1")]  # throwaway import
+
+
+def test_auto_complete_keeps_matching_declarations_and_is_skipped_when_strict(tmp_path):
+    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    declared = """
+        backend: "python"
+        max_batch_size: 4
+        input [ { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+    """
+    config = completed_config(model_dir, declared)
+    assert [(i.name, i.optional) for i in config.input] == [("INPUT1", False), ("INPUT0", True)]
+    assert config.max_batch_size == 8
+    strict = completed_config(model_dir, declared, strict=True)
+    assert [i.name for i in strict.input] == ["INPUT1"]
+    assert not strict.HasField("dynamic_batching")
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        (
+            'input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 4 ] } ]',
+            "configuration expects datatype TYPE_INT32 for input 'INPUT0', model provides "
+            "TYPE_FP32",
+        ),
+        (
+            'input [ { name: "INPUT1" data_type: TYPE_FP32 dims: [ 2 ] } ]',
+            r"tensor 'INPUT1': the model expects dims \[4\] but the model configuration "
+            r"specifies dims \[2\]",
+        ),
+        (
+            # The rendered config always says optional: false, so (as in Triton) a model that
+            # makes a declared input optional conflicts with it.
+            'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]',
+            "the model expects optional True but the model configuration specifies optional False",
+        ),
+        ("max_batch_size: 16", "configuration specified max_batch_size 16"),
+        (
+            "sequence_batching { }",
+            "Configuration specified scheduling_choice as 'sequence_batching'",
+        ),
+        (
+            "model_transaction_policy { decoupled: false }",
+            "trying to change decoupled property",
+        ),
+    ],
+)
+def test_auto_complete_conflicts_are_clear_load_errors(tmp_path, declared, expected):
+    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    with pytest.raises(ModelLoadError, match=expected) as caught:
+        completed_config(model_dir, 'backend: "python"\n' + declared)
+    assert caught.value.message.startswith("auto_complete_config of Python model 'auto' failed")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("return None", "must return a valid pb_utils.ModelConfig object"),
+        (
+            "c.add_input({'name': 'X', 'data_type': 'TYPE_FP32', 'dims': [1], 'format': 1})\n"
+            "                return c",
+            "contains property other than 'name', 'data_type', 'dims' and 'optional'",
+        ),
+        (
+            "c.add_output({'name': 'X', 'dims': [1]})\n                return c",
+            "output 'X' in auto-complete-config function for model 'bad_auto' is missing "
+            "'data_type' property",
+        ),
+        (
+            "c.add_input({'name': 'X', 'data_type': 'TYPE_FLOAT', 'dims': [1]})\n"
+            "                return c",
+            "produced an invalid configuration: .*TYPE_FLOAT",
+        ),
+    ],
+)
+def test_auto_complete_misuse_is_a_clear_load_error(tmp_path, body, expected):
+    source = f"""
+        class TritonPythonModel:
+            @staticmethod
+            def auto_complete_config(c):
+                {body}
+
+            def execute(self, requests):
+                return []
+    """
+    model_dir = write_model(tmp_path, "bad_auto", source)
+    with pytest.raises(ModelLoadError, match=expected):
+        completed_config(model_dir)
+
+
+def test_auto_complete_uses_the_latest_version_and_tolerates_no_version(tmp_path):
+    for version, dims in ((1, 1), (3, 3), (2, 2)):
+        write_model(
+            tmp_path,
+            "versions",
+            f"""
+            class TritonPythonModel:
+                @staticmethod
+                def auto_complete_config(c):
+                    c.add_input({{"name": "IN", "data_type": "TYPE_FP32", "dims": [{dims}]}})
+                    return c
+            """,
+            version=version,
+        )
+    config = completed_config(tmp_path / "versions")
+    assert list(config.input[0].dims) == [3]
+    (tmp_path / "empty").mkdir()
+    assert list(completed_config(tmp_path / "empty").input) == []
