@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from google.protobuf import json_format
+
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc

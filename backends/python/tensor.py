@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import numpy as np
+
 from trident.runtime.types import Tensor as RuntimeTensor
 
 from .errors import TritonModelException

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend, create_backend
 from trident.runtime.errors import (

@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.errors import NotFoundError, UnsupportedError

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.core.model_config import normalize, parse_config_text

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from trident.backends.base import InstanceContext
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.core.model_config import config_to_json, normalize, parse_config_text

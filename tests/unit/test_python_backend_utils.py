@@ -6,6 +6,8 @@ import logging
 
 import numpy as np
 import pytest
+
+import triton_python_backend_utils as pb_utils
 from trident.backends.python import pb_utils as implementation
 from trident.backends.python.errors import from_trident_error, to_trident_error
 from trident.runtime.errors import (
@@ -16,8 +18,6 @@ from trident.runtime.errors import (
     UnavailableError,
     UnsupportedError,
 )
-
-import triton_python_backend_utils as pb_utils
 
 
 def test_the_top_level_module_exports_the_whole_api():
