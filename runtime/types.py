@@ -106,6 +106,10 @@ def serialize_bytes_tensor(array: np.ndarray) -> bytes:
 def deserialize_bytes_tensor(buffer: bytes | memoryview, count: int) -> np.ndarray:
     """Parse `count` length-prefixed elements; every length is checked against the buffer."""
     view = memoryview(buffer)
+    if count * 4 > len(view):  # checked before allocating: the count comes from the client
+        raise InvalidArgumentError(
+            f"BYTES tensor of {count} elements needs at least {count * 4} bytes, got {len(view)}"
+        )
     items = np.empty(count, dtype=np.object_)
     offset = 0
     end = len(view)

@@ -121,15 +121,14 @@ def validate_request(request: InferenceRequest, model: _ModelView) -> None:
                 f"{_request_id(request)}input '{tensor.name}' holds {data.size} elements but "
                 f"its shape {list(shape)} needs {element_count(shape)}"
             )
-    if len(by_name) < len(model.required_inputs):
-        missing = [name for name in model.required_inputs if name not in by_name]
-        if missing:
-            raise InvalidArgumentError(
-                f"{_request_id(request)}expected {len(model.required_inputs)} inputs but got "
-                f"{len(by_name)} inputs for model '{model.name}'. Got input(s) "
-                f"{list(by_name)}, but missing required input(s) {missing}. Please provide "
-                "all required input(s)."
-            )
+    missing = [name for name in model.required_inputs if name not in by_name]
+    if missing:
+        raise InvalidArgumentError(
+            f"{_request_id(request)}expected {len(model.required_inputs)} inputs but got "
+            f"{len(by_name)} inputs for model '{model.name}'. Got input(s) "
+            f"{list(by_name)}, but missing required input(s) {missing}. Please provide "
+            "all required input(s)."
+        )
     for output in request.outputs:
         if output.name not in model.output_specs:
             raise InvalidArgumentError(

@@ -20,9 +20,10 @@ def test_bytes_round_trip():
     ("wire", "count", "message"),
     [
         ((10).to_bytes(4, "little") + b"abc", 1, "declares 10 bytes"),
-        ((1).to_bytes(4, "little") + b"a", 2, "starts past the end"),
+        ((1).to_bytes(4, "little") + b"a", 2, "needs at least 8 bytes"),
+        ((1).to_bytes(4, "little") + b"abcd", 2, "starts past the end"),
         ((1).to_bytes(4, "little") + b"ab", 1, "left over"),
-        (b"\x01\x00", 1, "starts past the end"),
+        (b"\x01\x00", 1, "needs at least 4 bytes"),
     ],
 )
 def test_bytes_lengths_are_checked(wire, count, message):

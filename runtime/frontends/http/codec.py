@@ -1,0 +1,644 @@
+"""HTTP/REST wire codec: KServe v2 JSON (+ Triton's binary tensor extension) <-> runtime types.
+
+Decoding turns a request body into an `InferenceRequest` whose tensors are numpy arrays (views
+over the body for binary inputs where alignment allows). Encoding turns an `InferenceResponse`
+into a JSON document, optionally followed by raw output bytes. Nothing here knows about models
+beyond the metadata a handler passes in, and nothing here touches sockets.
+
+Every size a client declares is checked against the bytes that actually arrived before anything
+is allocated from it, so a shape of [2**40] costs a 400, not the server's memory.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trident.runtime.errors import InvalidArgumentError
+from trident.runtime.protocol import model_config_pb2 as mc
+from trident.runtime.types import (
+    CONFIG_TYPE_TO_DATATYPE,
+    DATATYPE_SIZE,
+    DATATYPE_TO_NUMPY,
+    InferenceRequest,
+    InferenceResponse,
+    RequestedOutput,
+    SharedMemoryRef,
+    Tensor,
+    deserialize_bytes_tensor,
+    element_count,
+    serialize_bytes_tensor,
+)
+
+#: Request parameters that set InferenceRequest fields instead of landing in `parameters`.
+RESERVED_PARAMETERS = frozenset(
+    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output")
+)
+#: Parameter keys with this prefix are Triton's own; clients may not send them.
+RESERVED_PREFIX = "triton_"
+#: Every BYTES element carries at least its 4-byte length prefix.
+_BYTES_PREFIX_SIZE = 4
+_INTEGER_KINDS = frozenset("iu")
+_NUMBER_KINDS = frozenset("iuf")
+_COMPACT = (",", ":")
+_NO_PARAMETERS: dict[str, Any] = {}
+#: Tensor parameters this codec consumes; any others are passed on with the tensor.
+_SHM_PARAMETER_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+_INPUT_PARAMETER_KEYS = frozenset(("binary_data_size", *_SHM_PARAMETER_KEYS))
+_OUTPUT_PARAMETER_KEYS = frozenset(("binary_data", "classification", *_SHM_PARAMETER_KEYS))
+
+
+@dataclass(slots=True)
+class OutputEncoding:
+    """How the client asked for the outputs of one /infer response to be returned."""
+
+    #: For outputs the request did not name: raw bytes after the JSON (`binary_data_output`).
+    default_binary: bool = False
+    #: Outputs the request named, by name.
+    requested: dict[str, RequestedOutput] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Small JSON helpers.
+
+
+def dumps(document: Any) -> bytes:
+    """Compact JSON, ASCII-only (non-ASCII text is escaped, so the bytes are always valid)."""
+    return json.dumps(document, separators=_COMPACT, default=_json_default).encode("ascii")
+
+
+def error_body(message: str) -> bytes:
+    """The body of every HTTP error: {"error": "<message>"}."""
+    return dumps({"error": message})
+
+
+def parse_json(body: bytes, what: str = "request") -> Any:
+    """Parse a JSON body; malformed JSON is the client's fault (400).
+
+    Triton answers malformed JSON with 500; Trident deliberately answers 400.
+    """
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidArgumentError(f"failed to parse the {what} JSON buffer: {exc}") from None
+
+
+def parse_json_object(body: bytes, what: str = "request") -> dict[str, Any]:
+    document = parse_json(body, what)
+    if not isinstance(document, dict):
+        raise InvalidArgumentError(f"the {what} JSON must be an object")
+    return document
+
+
+def _json_default(value: Any) -> Any:
+    # Backends may put numpy scalars in response parameters.
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _uint(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"Unable to parse '{what}': expected a non-negative integer, got {value!r}"
+        )
+    return value
+
+
+def _bool(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"Unable to parse '{what}': expected a boolean, got {value!r}")
+    return value
+
+
+def expect_string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"Unable to parse '{what}': expected a string, got {value!r}")
+    return value
+
+
+def expect_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"Unable to parse '{what}': expected a JSON object")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Request parameters.
+
+
+def apply_parameter(
+    key: str, value: Any, request: InferenceRequest, encoding: OutputEncoding | None
+) -> None:
+    """Apply one request parameter: reserved keys set request fields, the rest are passed on."""
+    if key == "sequence_id":
+        if isinstance(value, str):
+            request.sequence_id = value
+        else:
+            request.sequence_id = _uint(value, "sequence_id")
+    elif key == "sequence_start":
+        request.sequence_start = _bool(value, "sequence_start")
+    elif key == "sequence_end":
+        request.sequence_end = _bool(value, "sequence_end")
+    elif key == "priority":
+        request.priority = _uint(value, "priority")
+    elif key == "timeout":
+        request.timeout_us = _uint(value, "timeout")
+    elif key == "binary_data_output":
+        binary = _bool(value, "binary_data_output")
+        if encoding is not None:
+            encoding.default_binary = binary
+    elif key.startswith(RESERVED_PREFIX):
+        raise InvalidArgumentError(
+            "parameter keys starting with 'triton_' are reserved for Triton usage and should "
+            "not be specified."
+        )
+    elif isinstance(value, (str, int, float)):  # bool is an int
+        request.parameters[key] = value
+    else:
+        raise InvalidArgumentError(
+            f"parameter '{key}' has invalid type. It should be either 'int', 'bool', 'double' "
+            "or 'string'."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Tensors from JSON data and from binary data.
+
+
+def parse_shape(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise InvalidArgumentError(f"Unable to parse 'shape' of input '{name}': expected a list")
+    for dim in value:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise InvalidArgumentError(
+                f"Unable to parse 'shape' of input '{name}': dimensions must be non-negative "
+                f"integers, got {value}"
+            )
+    return tuple(value)
+
+
+def _check_datatype(datatype: Any, name: str) -> str:
+    if not isinstance(datatype, str) or datatype not in DATATYPE_TO_NUMPY:
+        raise InvalidArgumentError(f"invalid datatype {datatype!r} for input '{name}'")
+    return datatype
+
+
+def _shape_mismatch(name: str, shape: tuple[int, ...], count: int) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"Unable to parse 'data' of input '{name}': shape {list(shape)} holds "
+        f"{element_count(shape)} elements but 'data' has {count}"
+    )
+
+
+def _flatten_strings(data: Any, name: str, out: list[bytes]) -> None:
+    if isinstance(data, list):
+        for item in data:
+            _flatten_strings(item, name, out)
+    elif isinstance(data, str):
+        out.append(data.encode("utf-8"))
+    else:
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of BYTES input '{name}': elements must be strings, "
+            f"got {data!r}"
+        )
+
+
+def tensor_from_json(name: str, datatype: str, shape: tuple[int, ...], data: Any) -> np.ndarray:
+    """Convert JSON `data` (nested or flat, row-major) into an array of `shape`."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        items: list[bytes] = []
+        _flatten_strings(data, name, items)
+        if len(items) != count:
+            raise _shape_mismatch(name, shape, len(items))
+        array = np.empty(count, dtype=np.object_)
+        array[:] = items
+        return array.reshape(shape)
+    if not isinstance(data, list):
+        raise InvalidArgumentError(f"Unable to parse 'data' of input '{name}': expected a list")
+    try:
+        values = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of input '{name}': expected a regular nested list of "
+            f"{datatype} values"
+        ) from None
+    if values.size != count:
+        raise _shape_mismatch(name, shape, values.size)
+    if count:
+        _check_json_values(values, name, datatype)
+    if datatype == "BF16":
+        return _float32_to_bf16(values.astype(np.float32)).reshape(shape)
+    return values.astype(DATATYPE_TO_NUMPY[datatype], copy=False).reshape(shape)
+
+
+def _check_json_values(values: np.ndarray, name: str, datatype: str) -> None:
+    kind = values.dtype.kind
+    if datatype == "BOOL":
+        ok = kind == "b"
+    elif datatype in ("FP16", "FP32", "FP64", "BF16"):
+        ok = kind in _NUMBER_KINDS
+    else:
+        ok = kind in _INTEGER_KINDS
+        if ok:
+            limits = np.iinfo(DATATYPE_TO_NUMPY[datatype])
+            if values.min() < limits.min or values.max() > limits.max:
+                raise InvalidArgumentError(
+                    f"Unable to parse 'data' of input '{name}': values must lie in "
+                    f"[{limits.min}, {limits.max}] for {datatype}"
+                )
+    if not ok:
+        raise InvalidArgumentError(
+            f"Unable to parse 'data' of input '{name}': {datatype} data must hold only "
+            f"{'booleans' if datatype == 'BOOL' else 'numbers'} of that type"
+        )
+
+
+def _float32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """Round float32 to bfloat16 words (round to nearest even), as uint16."""
+    words = values.view(np.uint32).astype(np.uint64)
+    rounded = (words + 0x7FFF + ((words >> 16) & 1)) >> 16
+    return rounded.astype(np.uint16)
+
+
+def _bf16_to_float32(words: np.ndarray) -> np.ndarray:
+    return (words.astype(np.uint32) << 16).view(np.float32)
+
+
+def tensor_from_binary(
+    name: str, datatype: str, shape: tuple[int, ...], buffer: bytes, offset: int, size: int
+) -> np.ndarray:
+    """Wrap `size` bytes of `buffer` at `offset` as a tensor of `shape` (no copy when aligned)."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        if count * _BYTES_PREFIX_SIZE > size:
+            raise InvalidArgumentError(
+                f"input '{name}': shape {list(shape)} needs at least "
+                f"{count * _BYTES_PREFIX_SIZE} bytes of BYTES data but {size} were sent"
+            )
+        view = memoryview(buffer)[offset : offset + size]
+        return deserialize_bytes_tensor(view, count).reshape(shape)
+    expected = count * DATATYPE_SIZE[datatype]
+    if expected != size:
+        raise InvalidArgumentError(
+            f"unexpected total byte size {size} for input '{name}', expecting {expected} "
+            f"for shape {list(shape)} of {datatype}"
+        )
+    dtype = DATATYPE_TO_NUMPY[datatype]
+    array = np.frombuffer(buffer, dtype=dtype, count=count, offset=offset)
+    if not array.flags.aligned:
+        # Binary data follows a JSON header of any length; backends (torch, onnxruntime)
+        # expect aligned arrays, so pay one copy here rather than a failure there.
+        array = array.copy()
+    return array.reshape(shape)
+
+
+def _check_shm_size(name: str, datatype: str, shape: tuple[int, ...], byte_size: int) -> None:
+    # Checked here so that no layer ever allocates from a shape the bytes cannot back.
+    count = element_count(shape)
+    if datatype == "BYTES":
+        if count * _BYTES_PREFIX_SIZE > byte_size:
+            raise InvalidArgumentError(
+                f"input '{name}': shape {list(shape)} needs at least "
+                f"{count * _BYTES_PREFIX_SIZE} bytes but shared_memory_byte_size is {byte_size}"
+            )
+    elif count * DATATYPE_SIZE[datatype] != byte_size:
+        raise InvalidArgumentError(
+            f"input '{name}': shape {list(shape)} of {datatype} needs "
+            f"{count * DATATYPE_SIZE[datatype]} bytes but shared_memory_byte_size is {byte_size}"
+        )
+
+
+def _shared_memory_ref(parameters: dict[str, Any], what: str) -> SharedMemoryRef:
+    region = expect_string(parameters["shared_memory_region"], f"shared_memory_region of {what}")
+    byte_size = _uint(parameters.get("shared_memory_byte_size", 0), "shared_memory_byte_size")
+    offset = _uint(parameters.get("shared_memory_offset", 0), "shared_memory_offset")
+    return SharedMemoryRef(region=region, byte_size=byte_size, offset=offset)
+
+
+# --------------------------------------------------------------------------------------------
+# /infer requests.
+
+
+def decode_infer_request(
+    model_name: str, model_version: int, body: bytes, header_length: int | None
+) -> tuple[InferenceRequest, OutputEncoding]:
+    """Decode an /infer body: JSON, or JSON of `header_length` bytes followed by binary tensors."""
+    header = body if header_length is None else body[:header_length]
+    document = parse_json_object(header)
+    request = InferenceRequest(model_name=model_name, model_version=model_version)
+    encoding = OutputEncoding()
+
+    if "id" in document:
+        request.id = expect_string(document["id"], "id")
+    if "parameters" in document:
+        for key, value in expect_object(document["parameters"], "parameters").items():
+            apply_parameter(key, value, request, encoding)
+
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list):
+        raise InvalidArgumentError("Unable to parse 'inputs': expected a list of input tensors")
+    offset = 0 if header_length is None else header_length
+    for item in inputs:
+        tensor, offset = _decode_input(item, body, offset, header_length, model_name)
+        request.inputs.append(tensor)
+    if header_length is not None and offset != len(body):
+        raise InvalidArgumentError(f"unexpected additional input data for model '{model_name}'")
+
+    if "outputs" in document:
+        outputs = document["outputs"]
+        if not isinstance(outputs, list):
+            raise InvalidArgumentError("Unable to parse 'outputs': expected a list")
+        for item in outputs:
+            requested = _decode_output(item)
+            request.outputs.append(requested)
+            encoding.requested[requested.name] = requested
+    return request, encoding
+
+
+def _decode_input(
+    item: Any, body: bytes, offset: int, header_length: int | None, model_name: str
+) -> tuple[Tensor, int]:
+    if not isinstance(item, dict):
+        raise InvalidArgumentError("Unable to parse 'inputs': each input must be a JSON object")
+    name = expect_string(item.get("name"), "name")
+    datatype = _check_datatype(item.get("datatype"), name)
+    shape = parse_shape(item.get("shape"), name)
+    parameters = item.get("parameters", _NO_PARAMETERS)
+    if parameters is not _NO_PARAMETERS:
+        expect_object(parameters, f"parameters of input '{name}'")
+
+    has_data = "data" in item
+    has_binary = "binary_data_size" in parameters
+    has_shm = "shared_memory_region" in parameters
+    if has_data + has_binary + has_shm != 1:
+        given = [
+            label
+            for label, present in (
+                ("'data'", has_data),
+                ("'binary_data_size'", has_binary),
+                ("'shared_memory_region'", has_shm),
+            )
+            if present
+        ]
+        raise InvalidArgumentError(
+            f"Input '{name}' must set only one of the following fields: 'data', "
+            "'binary_data_size' in 'parameters', 'shared_memory_region' in 'parameters'. But "
+            + ("set " + " ".join(given) if given else "no field is set")
+        )
+
+    tensor = Tensor(name=name, datatype=datatype, shape=shape)
+    if parameters and not _INPUT_PARAMETER_KEYS.issuperset(parameters):
+        tensor.parameters = {
+            key: value for key, value in parameters.items() if key not in _INPUT_PARAMETER_KEYS
+        }
+
+    if has_data:
+        # Unlike Triton, FP16 and BF16 are accepted as JSON numbers (converted here).
+        tensor.data = tensor_from_json(name, datatype, shape, item["data"])
+    elif has_binary:
+        size = _uint(parameters["binary_data_size"], "binary_data_size")
+        if header_length is None:
+            raise InvalidArgumentError(
+                "must specify valid 'Inference-Header-Content-Length' in request header and "
+                "'binary_data_size' when passing inputs in binary data format"
+            )
+        if offset + size > len(body):
+            raise InvalidArgumentError(
+                f"unexpected size for input '{name}', expecting {offset + size - len(body)} "
+                f"additional bytes for model '{model_name}'"
+            )
+        tensor.data = tensor_from_binary(name, datatype, shape, body, offset, size)
+        offset += size
+    else:
+        ref = _shared_memory_ref(parameters, f"input '{name}'")
+        _check_shm_size(name, datatype, shape, ref.byte_size)
+        tensor.shared_memory = ref
+    return tensor, offset
+
+
+def _decode_output(item: Any) -> RequestedOutput:
+    if not isinstance(item, dict):
+        raise InvalidArgumentError("Unable to parse 'outputs': each output must be a JSON object")
+    name = expect_string(item.get("name"), "name")
+    requested = RequestedOutput(name=name, binary=False)
+    parameters = item.get("parameters")
+    if not parameters:
+        return requested
+    expect_object(parameters, f"parameters of output '{name}'")
+    if "binary_data" in parameters:
+        requested.binary = _bool(parameters["binary_data"], "binary_data")
+    if "classification" in parameters:
+        requested.classification = _uint(parameters["classification"], "classification")
+    if "shared_memory_region" in parameters:
+        if "classification" in parameters:
+            raise InvalidArgumentError(
+                "Output can't set both 'shared_memory_region' and 'classification'"
+            )
+        if requested.binary:
+            raise InvalidArgumentError(
+                "Output can't set both 'shared_memory_region' and 'binary_data'"
+            )
+        requested.shared_memory = _shared_memory_ref(parameters, f"output '{name}'")
+    if not _OUTPUT_PARAMETER_KEYS.issuperset(parameters):
+        requested.parameters = {
+            key: value for key, value in parameters.items() if key not in _OUTPUT_PARAMETER_KEYS
+        }
+    return requested
+
+
+def decode_raw_request(
+    model_name: str, model_version: int, body: bytes, config: mc.ModelConfig
+) -> tuple[InferenceRequest, OutputEncoding]:
+    """`Inference-Header-Content-Length: 0`: the whole body is the model's only input, batch 1.
+
+    Datatype and shape come from the model configuration, as Triton deduces them.
+    """
+    if len(config.input) != 1:
+        raise InvalidArgumentError(
+            f"Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(config.input)} inputs in '{model_name}' model configuration"
+        )
+    config_input = config.input[0]
+    datatype = CONFIG_TYPE_TO_DATATYPE.get(mc.DataType.Name(config_input.data_type), "")
+    if datatype not in DATATYPE_TO_NUMPY:
+        raise InvalidArgumentError(f"raw input '{config_input.name}' has no usable datatype")
+    shape = [1] if config.max_batch_size > 0 else []
+    dynamic_axis = -1
+    fixed_count = 1
+    for dim in config_input.dims:
+        if dim == -1:
+            if dynamic_axis != -1:
+                raise InvalidArgumentError(
+                    f"The shape of the raw input '{config_input.name}' can not be deduced "
+                    "because there are more than one variable-sized dimension"
+                )
+            dynamic_axis = len(shape)
+        else:
+            fixed_count *= dim
+        shape.append(dim)
+
+    tensor = Tensor(name=config_input.name, datatype=datatype, shape=())
+    if datatype == "BYTES":
+        if dynamic_axis != -1 or fixed_count != 1:
+            raise InvalidArgumentError(
+                f"For BYTE datatype raw input '{config_input.name}', the model must have input "
+                "shape [1]"
+            )
+        tensor.shape = tuple(shape)
+        items = np.empty(1, dtype=np.object_)
+        items[0] = body
+        tensor.data = items.reshape(tensor.shape)
+    else:
+        itemsize = DATATYPE_SIZE[datatype]
+        if len(body) % itemsize:
+            raise InvalidArgumentError(
+                f"The input '{config_input.name}' byte size {len(body)} is not a multiple of "
+                f"data type size {itemsize}"
+            )
+        if dynamic_axis != -1:
+            shape[dynamic_axis] = (len(body) // itemsize) // max(fixed_count, 1)
+        tensor.shape = tuple(shape)
+        tensor.data = tensor_from_binary(
+            config_input.name, datatype, tensor.shape, body, 0, len(body)
+        )
+    request = InferenceRequest(model_name=model_name, model_version=model_version)
+    request.inputs.append(tensor)
+    return request, OutputEncoding(default_binary=True)
+
+
+# --------------------------------------------------------------------------------------------
+# /infer responses.
+
+
+def json_values(tensor: Tensor) -> list[Any]:
+    """A tensor's elements as a flat JSON list (BYTES as UTF-8 strings)."""
+    array = tensor.data
+    assert array is not None
+    flat = array.reshape(-1)
+    if tensor.datatype == "BYTES":
+        return [_text(item) for item in flat]
+    if tensor.datatype == "BF16":
+        return _bf16_to_float32(flat).tolist()
+    return flat.tolist()
+
+
+def _text(item: Any) -> str:
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        # JSON carries text; bytes that are not UTF-8 need binary_data=true to survive.
+        return bytes(item).decode("utf-8", "replace")
+    return item if isinstance(item, str) else str(item)
+
+
+def binary_payload(tensor: Tensor) -> bytes | memoryview:
+    """A tensor's raw little-endian bytes, as the binary tensor extension sends them."""
+    array = tensor.data
+    assert array is not None
+    if tensor.datatype == "BYTES":
+        return serialize_bytes_tensor(array)
+    expected = DATATYPE_TO_NUMPY[tensor.datatype]
+    if array.dtype != expected:
+        array = array.astype(expected)
+    return memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")
+
+
+def _response_header(response: InferenceResponse) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    if response.id:
+        document["id"] = response.id
+    document["model_name"] = response.model_name
+    document["model_version"] = response.model_version
+    if response.parameters:
+        document["parameters"] = response.parameters
+    return document
+
+
+def encode_infer_response(
+    response: InferenceResponse, encoding: OutputEncoding | None
+) -> tuple[list[bytes | memoryview], int | None]:
+    """Encode a response. Returns the body parts and, when raw output bytes follow the JSON, the
+    JSON's length (the Inference-Header-Content-Length). `encoding=None` means all-JSON (SSE)."""
+    document = _response_header(response)
+    outputs: list[dict[str, Any]] = []
+    buffers: list[bytes | memoryview] = []
+    for tensor in response.outputs:
+        output: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
+        if tensor.shared_memory is not None or tensor.data is None:
+            # The bytes are in the client's shared-memory region already. No "parameters"
+            # either, as Triton: its C++ client (perf_analyzer) reads any output "parameters"
+            # as the binary extension's and fails without "binary_data_size".
+            pass
+        elif encoding is not None and _wants_binary(tensor.name, encoding):
+            payload = binary_payload(tensor)
+            output["parameters"] = {"binary_data_size": len(payload)}
+            if len(payload):
+                buffers.append(payload)
+        else:
+            output["data"] = json_values(tensor)
+        outputs.append(output)
+    document["outputs"] = outputs
+    header = dumps(document)
+    if not buffers:
+        return [header], None
+    return [header, *buffers], len(header)
+
+
+def _wants_binary(name: str, encoding: OutputEncoding) -> bool:
+    requested = encoding.requested.get(name)
+    if requested is None or requested.binary is None:
+        return encoding.default_binary
+    return requested.binary
+
+
+# --------------------------------------------------------------------------------------------
+# Model repository requests.
+
+
+def decode_load_parameters(body: bytes) -> tuple[str, dict[str, bytes]]:
+    """A load request's optional body: the "config" override and "file:<path>" contents
+    (base64). Returns (config JSON, {path: bytes}); paths lose their "file:" prefix."""
+    if not body:
+        return "", {}
+    document = parse_json_object(body, "load request")
+    parameters = expect_object(document.get("parameters", {}), "parameters")
+    config = ""
+    files: dict[str, bytes] = {}
+    for key, value in parameters.items():
+        if key == "config":
+            config = expect_string(value, "config")
+        elif key.startswith("file:"):
+            content = expect_string(value, key)
+            try:
+                files[key[len("file:") :]] = base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidArgumentError(
+                    f"load parameter '{key}' must be base64-encoded file content"
+                ) from None
+        else:
+            raise InvalidArgumentError(
+                f"unexpected load parameter '{key}': expected 'config' or 'file:<path>'"
+            )
+    return config, files
+
+
+def decode_unload_parameters(body: bytes) -> bool:
+    """An unload request's optional body; returns `unload_dependents`."""
+    if not body:
+        return False
+    document = parse_json_object(body, "unload request")
+    parameters = expect_object(document.get("parameters", {}), "parameters")
+    if "unload_dependents" not in parameters:
+        return False
+    return _bool(parameters["unload_dependents"], "unload_dependents")

@@ -1,0 +1,451 @@
+"""HTTP route handlers: translate each KServe v2 / Triton HTTP endpoint to one DataPlane call.
+
+Handlers read the body, decode it with codec.py, call the data plane, and encode what comes back.
+They raise TridentError for anything the client got wrong; server.py turns those into
+{"error": "..."} bodies with the error's HTTP status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.model_config import message_to_dict
+from trident.runtime.errors import (
+    InvalidArgumentError,
+    NotFoundError,
+    TridentError,
+    UnsupportedError,
+)
+from trident.runtime.types import InferenceRequest, InferenceResponse
+
+from . import codec, generate_codec
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+TEXT_HEADERS = {"Content-Type": "text/plain"}
+EVENT_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+}
+HEADER_LENGTH = "Inference-Header-Content-Length"
+#: Default cap on a request body (Triton's --http-max-input-size default is 64 MiB).
+DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024
+
+
+class UnreadableBodyError(InvalidArgumentError):
+    """The body could not be decoded; the connection cannot carry another request."""
+
+
+def json_response(document: Any, status: int = 200) -> web.Response:
+    return web.Response(body=codec.dumps(document), status=status, headers=JSON_HEADERS)
+
+
+def empty_response(status: int = 200) -> web.Response:
+    return web.Response(body=b"", status=status, headers=TEXT_HEADERS)
+
+
+def error_response(error: TridentError) -> web.Response:
+    response = web.Response(
+        body=codec.error_body(error.message), status=error.http_status, headers=JSON_HEADERS
+    )
+    if isinstance(error, UnreadableBodyError):
+        response.force_close()
+    return response
+
+
+def response_compression(accept_encoding: str) -> str:
+    """The coding Triton picks for an infer response: the highest-weighted of gzip/deflate in
+    Accept-Encoding, else identity (so brotli is never chosen, whatever the client offers)."""
+    chosen, weight = "identity", 0.0
+    for entry in accept_encoding.split(","):
+        coding, _, params = entry.strip().partition(";")
+        coding = coding.strip().lower()
+        entry_weight = 1.0
+        params = params.strip()
+        if params.startswith("q="):
+            try:
+                entry_weight = float(params[2:])
+            except ValueError:
+                continue
+        if coding in ("identity", "gzip", "deflate") and entry_weight > weight:
+            chosen, weight = coding, entry_weight
+    return chosen
+
+
+class HttpHandlers:
+    """One method per endpoint; each returns the aiohttp response to send."""
+
+    def __init__(self, dataplane: DataPlane, max_input_size: int = DEFAULT_MAX_INPUT_SIZE) -> None:
+        self.dataplane = dataplane
+        self.max_input_size = max_input_size
+
+    # ------------------------------------------------------------------ request plumbing
+
+    async def read_body(self, request: web.BaseRequest) -> bytes:
+        """The whole body (decompressed if the client sent Content-Encoding gzip/deflate),
+        refused past the size limit before it is all buffered."""
+        limit = self.max_input_size
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise InvalidArgumentError(_too_large(declared, limit))
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            try:
+                chunk = await request.content.readany()
+            except (web.RequestPayloadError, HttpProcessingError) as exc:
+                # A body aiohttp could not decode (bad gzip/deflate data, broken chunking).
+                # Mark it consumed so aiohttp does not try to drain it again after we answer.
+                request.content.feed_eof()
+                raise UnreadableBodyError(f"unable to read the request body: {exc}") from None
+            if not chunk:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise InvalidArgumentError(_too_large(total, limit))
+            chunks.append(chunk)
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
+
+    @staticmethod
+    def header_length(request: web.BaseRequest, body_size: int) -> int | None:
+        value = request.headers.get(HEADER_LENGTH)
+        if value is None:
+            return None
+        try:
+            length = int(value)
+        except ValueError:
+            raise InvalidArgumentError(f"Unable to parse {HEADER_LENGTH}, got: {value}") from None
+        if length < 0 or length > body_size:
+            raise InvalidArgumentError(
+                f"inference header size should be in range (0, {body_size}), got: {value}"
+            )
+        return length
+
+    # ------------------------------------------------------------------ health and metadata
+
+    async def server_metadata(self, request: web.BaseRequest) -> web.Response:
+        metadata = self.dataplane.server_metadata()
+        return json_response(
+            {
+                "name": metadata.name,
+                "version": metadata.version,
+                "extensions": list(metadata.extensions),
+            }
+        )
+
+    async def health(self, request: web.BaseRequest, kind: str) -> web.Response:
+        ok = self.dataplane.live() if kind == "live" else self.dataplane.ready()
+        return empty_response(200 if ok else 400)
+
+    async def model_ready(self, request: web.BaseRequest, model: str, version: str) -> web.Response:
+        if not self.dataplane.model_ready(model, version):
+            return json_response({"error": "Model version not ready"}, status=400)
+        return empty_response(200)
+
+    async def model_metadata(
+        self, request: web.BaseRequest, model: str, version: str
+    ) -> web.Response:
+        return json_response(message_to_dict(self.dataplane.model_metadata(model, version)))
+
+    async def model_config(
+        self, request: web.BaseRequest, model: str, version: str
+    ) -> web.Response:
+        return json_response(message_to_dict(self.dataplane.model_config(model, version)))
+
+    async def model_stats(self, request: web.BaseRequest, model: str, version: str) -> web.Response:
+        return json_response(self.dataplane.model_statistics_json(model, version))
+
+    # ------------------------------------------------------------------ inference
+
+    async def infer(self, request: web.BaseRequest, model: str, version: str) -> web.StreamResponse:
+        body = await self.read_body(request)
+        header_length = self.header_length(request, len(body))
+        model_version = int(version) if version else 0
+        if header_length == 0:
+            config = self.dataplane.model_config(model, version)
+            infer_request, encoding = codec.decode_raw_request(model, model_version, body, config)
+        else:
+            infer_request, encoding = codec.decode_infer_request(
+                model, model_version, body, header_length
+            )
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await self._stream(request, infer_request, _encode_event)
+        try:
+            response = await self.dataplane.infer(infer_request)
+        except asyncio.CancelledError:
+            # The client dropped the connection (aiohttp cancels the handler).
+            infer_request.cancellation.cancel()
+            raise
+        parts, json_length = codec.encode_infer_response(response, encoding)
+        headers = dict(JSON_HEADERS)
+        if json_length is not None:
+            headers["Content-Type"] = "application/octet-stream"
+            headers[HEADER_LENGTH] = str(json_length)
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        accept_encoding = request.headers.get("Accept-Encoding")
+        if accept_encoding:
+            # As Triton, compress when the client accepts gzip/deflate (tritonclient.http.aio
+            # always does: aiohttp sends "Accept-Encoding: gzip, deflate" by default).
+            coding = response_compression(accept_encoding)
+            if coding != "identity":
+                if len(payload) > _INLINE_COMPRESSION_LIMIT:
+                    payload = await asyncio.to_thread(_compress, payload, coding)
+                else:
+                    payload = _compress(payload, coding)
+                headers["Content-Encoding"] = coding
+        return web.Response(body=payload, headers=headers)
+
+    async def generate(
+        self, request: web.BaseRequest, model: str, version: str, streaming: bool
+    ) -> web.StreamResponse:
+        body = await self.read_body(request)
+        metadata = self.dataplane.model_metadata(model, version)
+        infer_request = generate_codec.decode_generate_request(
+            model, int(version) if version else 0, body, metadata
+        )
+        if streaming:
+            return await self._stream(
+                request, infer_request, generate_codec.encode_generate_response
+            )
+        responses: list[InferenceResponse] = []
+        stream = self.dataplane.infer_stream(infer_request)
+        try:
+            while (response := await _next(stream)) is not None:
+                if response.error is not None:
+                    raise response.error
+                if not _is_flag_only(response):
+                    responses.append(response)
+        except asyncio.CancelledError:
+            infer_request.cancellation.cancel()
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        if len(responses) != 1:
+            # Triton sends this with HTTP 200; it is the client's choice of endpoint: 400.
+            raise InvalidArgumentError(
+                "generate expects model to produce exactly 1 response, use generate stream for "
+                f"model that generates various number of responses (got {len(responses)})"
+            )
+        return web.Response(
+            body=generate_codec.encode_generate_response(responses[0]), headers=JSON_HEADERS
+        )
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        infer_request: InferenceRequest,
+        encode: Callable[[InferenceResponse], bytes],
+    ) -> web.StreamResponse:
+        """Server-sent events, one per response. Errors before the first response are ordinary
+        HTTP errors; later ones are sent as a `data: {"error": ...}` event that ends the stream."""
+        stream = self.dataplane.infer_stream(infer_request)
+        try:
+            first = await _next(stream)
+            if first is not None and first.error is not None:
+                raise first.error
+            response = web.StreamResponse(status=200, headers=EVENT_STREAM_HEADERS)
+            await response.prepare(request)
+            item = first
+            while item is not None:
+                if item.error is not None:
+                    await response.write(b"data: " + codec.error_body(item.error.message) + b"\n\n")
+                    break
+                if not _is_flag_only(item):
+                    await response.write(b"data: " + encode(item) + b"\n\n")
+                item = await _next(stream)
+            await response.write_eof()
+            return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            infer_request.cancellation.cancel()
+            raise
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ model repository
+
+    async def repository_index(self, request: web.BaseRequest, repository: str) -> web.Response:
+        body = await self.read_body(request)
+        ready = False
+        if body:
+            document = codec.parse_json_object(body, "repository index")
+            if "ready" in document:
+                ready = document["ready"]
+                if not isinstance(ready, bool):
+                    raise InvalidArgumentError("Unable to parse 'ready': expected a boolean")
+        entries = await self.dataplane.repository_index(repository, ready)
+        return json_response([_index_entry(entry) for entry in entries])
+
+    async def repository_control(
+        self, request: web.BaseRequest, repository: str, model: str, action: str
+    ) -> web.Response:
+        body = await self.read_body(request)
+        if repository:
+            raise UnsupportedError("'repository_name' specification is not supported")
+        if action == "load":
+            config, files = codec.decode_load_parameters(body)
+            await self.dataplane.load_model(model, config, files)
+        else:
+            unload_dependents = codec.decode_unload_parameters(body)
+            await self.dataplane.unload_model(model, unload_dependents)
+        return web.Response(body=b"", headers=JSON_HEADERS)
+
+    # ------------------------------------------------------------------ shared memory
+
+    async def system_shared_memory(
+        self, request: web.BaseRequest, region: str, action: str
+    ) -> web.Response:
+        if action == "status":
+            return json_response(
+                [
+                    {
+                        "name": status.name,
+                        "key": status.key,
+                        "offset": status.offset,
+                        "byte_size": status.byte_size,
+                    }
+                    for status in self.dataplane.system_shm_status(region)
+                ]
+            )
+        body = await self.read_body(request)
+        if action == "register":
+            if not region:
+                raise InvalidArgumentError(
+                    "'region name' is necessary to register system shared memory region"
+                )
+            document = codec.parse_json_object(body, "register request")
+            if "key" not in document:
+                raise InvalidArgumentError("Shared memory register request has no 'key' field")
+            if "byte_size" not in document:
+                raise InvalidArgumentError(
+                    "Shared memory register request has no 'byte_size' field"
+                )
+            key = _register_field(document, "key", str)
+            offset = _register_uint(document.get("offset", 0), "offset")
+            byte_size = _register_uint(document["byte_size"], "byte_size")
+            self.dataplane.system_shm_register(region, key, offset, byte_size)
+        else:
+            self.dataplane.system_shm_unregister(region)
+        return web.Response(body=b"", headers=JSON_HEADERS)
+
+    async def cuda_shared_memory(
+        self, request: web.BaseRequest, region: str, action: str
+    ) -> web.Response:
+        # No CUDA shared memory in this server: nothing is ever registered, so status lists
+        # nothing and unregister has nothing to do; only register is refused.
+        if action == "status":
+            if region:
+                raise NotFoundError(f"Unable to find cuda shared memory region: '{region}'")
+            return json_response([])
+        await self.read_body(request)
+        if action == "register":
+            raise self.dataplane.cuda_shm_unsupported()
+        return web.Response(body=b"", headers=JSON_HEADERS)
+
+    # ------------------------------------------------------------------ trace and logging
+
+    async def trace_setting(self, request: web.BaseRequest, model: str) -> web.Response:
+        if request.method == "POST":
+            body = await self.read_body(request)
+            document = codec.parse_json_object(body, "trace setting") if body else {}
+            updates = {key: _trace_values(key, value) for key, value in document.items()}
+            settings = self.dataplane.update_trace_settings(model, updates)
+        else:
+            settings = self.dataplane.get_trace_settings(model)
+        return json_response(
+            {
+                key: values if key == "trace_level" else (values[0] if values else "")
+                for key, values in settings.items()
+            }
+        )
+
+    async def logging(self, request: web.BaseRequest) -> web.Response:
+        if request.method == "POST":
+            body = await self.read_body(request)
+            document = codec.parse_json_object(body, "logging") if body else {}
+            updates = {key: value for key, value in document.items() if value is not None}
+            return json_response(self.dataplane.update_log_settings(updates))
+        return json_response(self.dataplane.get_log_settings())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+#: Bigger responses are compressed in a worker thread so the event loop keeps serving.
+_INLINE_COMPRESSION_LIMIT = 64 * 1024
+
+
+def _compress(payload: bytes, coding: str) -> bytes:
+    # Level 1: most of the size reduction for a fraction of the default level's CPU time.
+    if coding == "gzip":
+        return gzip.compress(payload, compresslevel=1)
+    # HTTP "deflate" is the zlib format (tritonclient decodes it with zlib.decompress).
+    return zlib.compress(payload, 1)
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"Request JSON size of {size} bytes exceeds the maximum allowed value of {limit} bytes"
+
+
+def _encode_event(response: InferenceResponse) -> bytes:
+    # Events are text: every output is inline JSON data, whatever binary_data asked for.
+    parts, _ = codec.encode_infer_response(response, None)
+    return bytes(parts[0])
+
+
+def _is_flag_only(response: InferenceResponse) -> bool:
+    """A final marker with nothing in it (a decoupled model's closing 'FINAL' flag)."""
+    return response.final and not response.outputs and not response.parameters
+
+
+async def _next(stream: AsyncIterator[InferenceResponse]) -> InferenceResponse | None:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+
+
+def _index_entry(entry: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {"name": entry.name}
+    for key in ("version", "state", "reason"):
+        value = getattr(entry, key, "")
+        if value:
+            document[key] = str(value)
+    return document
+
+
+def _register_field(document: dict[str, Any], key: str, kind: type) -> Any:
+    value = document[key]
+    if not isinstance(value, kind):
+        raise InvalidArgumentError(f"Unable to parse '{key}' of the register request")
+    return value
+
+
+def _register_uint(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgumentError(
+            f"Unable to parse '{key}' of the register request: expected a non-negative integer"
+        )
+    return value
+
+
+def _trace_values(key: str, value: Any) -> list[str] | None:
+    """Trace settings travel as strings (trace_level as a list); null clears an override."""
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [str(value)]
+    expected = "a list of strings" if key == "trace_level" else "a string"
+    raise InvalidArgumentError(f"Unable to parse '{key}': expected {expected}")
