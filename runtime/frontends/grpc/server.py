@@ -1,0 +1,98 @@
+"""The gRPC frontend: a grpc.aio server on the server's event loop, serving
+inference.GRPCInferenceService and grpc.health.v1.Health.
+
+grpc.aio runs the handlers as coroutines on the same loop as the data plane, so a request goes
+from the socket to the scheduler without a thread hop. A `grpc.server` with a thread pool has to
+hand every request to the loop and back: measured with perf_analyzer over a stub data plane, it
+used about 40% more server CPU per request and served 20-35% fewer requests per second.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.errors import UnavailableError
+from trident.runtime.protocol import grpc_service_pb2_grpc, health_pb2_grpc
+from trident.runtime.settings import ServerSettings
+
+from .servicer import HealthServicer, InferenceServicer
+from .wire import read_infer_request
+
+_SERVICE = "inference.GRPCInferenceService"
+
+logger = logging.getLogger("trident.frontends.grpc")
+
+#: Channel options for the server.
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    # No message size limits: tensors of any size must go through, as with Triton.
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.max_send_message_length", -1),
+    # grpc enables SO_REUSEPORT by default, which lets a second server bind a port that is in
+    # use and silently share it. Fail instead, as tritonserver does.
+    ("grpc.so_reuseport", 0),
+)
+
+
+def _bind_address(address: str, port: int) -> str:
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"  # IPv6 literal
+    return f"{address}:{port}"
+
+
+class GrpcFrontend:
+    """Binds settings.grpc_address:settings.grpc_port (0 picks a free port)."""
+
+    def __init__(self, dataplane: DataPlane, settings: ServerSettings) -> None:
+        self._dataplane = dataplane
+        self._settings = settings
+        self._server: grpc.aio.Server | None = None
+        self._servicer: InferenceServicer | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Start serving; returns the port bound."""
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        servicer = InferenceServicer(self._dataplane)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        # The two inference RPCs take and give bytes framed by wire.py (no protobuf copies of
+        # tensor data); registered handlers take precedence over the generated ones.
+        server.add_registered_method_handlers(
+            _SERVICE,
+            {
+                "ModelInfer": grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelInfer, request_deserializer=read_infer_request
+                ),
+                "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(
+                    servicer.ModelStreamInfer, request_deserializer=read_infer_request
+                ),
+            },
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self._dataplane), server)
+        address = _bind_address(self._settings.grpc_address, self._settings.grpc_port)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise UnavailableError(f"unable to bind the gRPC server to {address}: {exc}") from None
+        if port == 0:
+            raise UnavailableError(f"unable to bind the gRPC server to {address}")
+        await server.start()
+        self._server = server
+        self._servicer = servicer
+        self.port = port
+        logger.info("gRPC server listening on %s", _bind_address(self._settings.grpc_address, port))
+        return port
+
+    async def stop(self) -> None:
+        """Stop accepting calls and let in-flight ones finish (up to most of exit_timeout_secs),
+        then cancel what still runs."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        if self._servicer is not None:
+            self._servicer.begin_shutdown()  # idle streams would otherwise hold the grace period
+        # Leave a margin inside exit_timeout_secs (the server's own limit for this call): grpc
+        # must get to cancel what still runs, or a client could wait on its stream forever.
+        await server.stop(grace=self._settings.exit_timeout_secs * 0.8)
