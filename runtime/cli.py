@@ -9,9 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from trident.runtime.settings import ServerSettings
-
 from trident import __version__
+from trident.runtime.settings import ServerSettings
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -24,6 +23,18 @@ def _bool(value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
+
+
+def _cache_config(value: str) -> str:
+    """One --cache-config value, checked now so a typo stops the command with a clear message."""
+    from trident.runtime.core.response_cache import parse_cache_config
+    from trident.runtime.errors import TridentError
+
+    try:
+        parse_cache_config([value])
+    except TridentError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--cache-config: ")) from None
+    return value
 
 
 def _add_bool(parser: argparse.ArgumentParser, flag: str, default: bool, help_text: str) -> None:
@@ -96,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.metrics_address,
         help="address the metrics server binds (default: %(default)s)",
     )
+    serve.add_argument(
+        "--http-max-input-size",
+        type=int,
+        default=defaults.http_max_input_size,
+        metavar="BYTES",
+        help="largest HTTP request body accepted (default: %(default)s)",
+    )
     _add_bool(serve, "--allow-http", defaults.allow_http, "serve the HTTP/REST protocol")
     _add_bool(serve, "--allow-grpc", defaults.allow_grpc, "serve the gRPC protocol")
     _add_bool(serve, "--allow-metrics", defaults.allow_metrics, "serve Prometheus metrics")
@@ -132,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict-readiness",
         defaults.strict_readiness,
         "report ready only when every model is ready; false: ready once the server is up",
+    )
+    serve.add_argument(
+        "--cache-config",
+        action="append",
+        default=[],
+        type=_cache_config,
+        metavar="CACHE,KEY=VALUE",
+        help="enable the response cache, e.g. --cache-config=local,size=1048576 (bytes); models "
+        "use it when their config says response_cache { enable: true }. Default: no cache",
     )
     _add_bool(
         serve,
@@ -176,6 +203,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         http_address=args.http_address,
         grpc_address=args.grpc_address,
         metrics_address=args.metrics_address,
+        http_max_input_size=args.http_max_input_size,
         allow_http=args.allow_http,
         allow_grpc=args.allow_grpc,
         allow_metrics=args.allow_metrics,
@@ -184,6 +212,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         repository_poll_secs=args.repository_poll_secs,
         strict_model_config=args.strict_model_config,
         strict_readiness=args.strict_readiness,
+        cache_config=list(args.cache_config),
         exit_on_error=args.exit_on_error,
         exit_timeout_secs=args.exit_timeout_secs,
         log_verbose=args.log_verbose,

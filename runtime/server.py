@@ -11,6 +11,7 @@ from trident.backends.registry import BackendRegistry
 from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.model_manager import ModelManager
 from trident.runtime.core.repository import ModelRepository
+from trident.runtime.core.response_cache import create_response_cache
 from trident.runtime.core.shared_memory import SharedMemoryRegistry
 from trident.runtime.errors import TridentError
 from trident.runtime.observability.log_settings import LogSettings
@@ -34,6 +35,7 @@ class TridentServer:
             BackendRegistry(),
             control_mode=settings.model_control_mode,
             strict_model_config=settings.strict_model_config,
+            response_cache=create_response_cache(settings.cache_config),
         )
         self.shared_memory = SharedMemoryRegistry()
         self.log_settings = LogSettings(
@@ -60,7 +62,9 @@ class TridentServer:
         """Load the models the control mode selects, then open the frontends."""
         loop = asyncio.get_running_loop()
         self.dataplane.bind_loop(loop)
-        self.models.bind(loop, self.dataplane.infer, self.dataplane.infer_stream)
+        self.models.bind(
+            loop, self.dataplane.infer, self.dataplane.infer_stream, model_control=self.dataplane
+        )
         self.log_settings.apply()
         try:
             self.load_failures = await self.models.start(

@@ -41,6 +41,9 @@ class ServerSettings:
     strict_model_config: bool = False
     #: Ready only when every model is ready (true, the default) or when the server is up.
     strict_readiness: bool = True
+    #: Response cache (`--cache-config`, repeatable), tritonserver's syntax: ["local,size=BYTES"].
+    #: Models use it when their config says `response_cache { enable: true }`. Default: no cache.
+    cache_config: list[str] = field(default_factory=list)
     #: Exit at start when a model fails to load (default false: serve the others and report it).
     exit_on_error: bool = False
     #: Seconds to wait for in-flight requests at shutdown. Default 30.
@@ -53,5 +56,8 @@ class ServerSettings:
     log_error: bool = True
     #: Log file (empty: standard error).
     log_file: str = ""
+    #: Largest HTTP request body accepted, in bytes (tritonserver's --http-max-input-size).
+    #: Default 64 MiB.
+    http_max_input_size: int = 64 * 1024 * 1024
     #: Worker threads for the gRPC server's synchronous parts. Default 4.
     grpc_workers: int = 4

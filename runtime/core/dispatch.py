@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from trident.runtime.errors import (
     InvalidArgumentError,
@@ -30,6 +31,7 @@ from trident.runtime.types import (
     InferenceResponse,
 )
 
+from .model_config import message_to_dict
 from .model_manager import LoadedModel, ModelManager, RepositoryIndexEntry
 from .outputs import finish_outputs
 from .scheduling.base import SingleResponder, StreamResponder
@@ -144,9 +146,20 @@ class DataPlane:
             response.model_stats.append(model.stats.to_proto(model.name, model.version))
         return response
 
+    def model_statistics_json(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """The statistics as HTTP JSON: Triton's fields, plus Trident's `batch_close_reasons`
+        per model (why each dynamic batch closed, docs/batching.md; tritonclient ignores unknown
+        keys). gRPC answers Triton's message unchanged."""
+        body = message_to_dict(self.model_statistics(name, version))
+        for entry in body.get("model_stats", []):
+            model = self.models.get(entry["name"], int(entry["version"]))
+            entry["batch_close_reasons"] = dict(model.stats.batch_close_reasons)
+        return body
+
     def metrics_text(self) -> str:
         """Prometheus text exposition of every loaded model version's counters."""
-        return render_metrics(self.models.loaded_versions())
+        text = render_metrics(self.models.loaded_versions(), self.models.response_cache)
+        return text + "".join(backend.metrics_text() for backend in self.models.backends.loaded())
 
     def is_decoupled(self, name: str, version: str = "") -> bool:
         return self.models.get(name, _parse_version(version)).decoupled
@@ -184,12 +197,19 @@ class DataPlane:
                 "'Accept: text/event-stream'"
             )
         assert self._loop is not None
+        cached = None
+        if model.response_cache is not None:  # response_cache { enable: true } + --cache-config
+            cached = model.response_cache.lookup(model.name, model.version, request, model.stats)
+            if cached is not None and cached.response is not None:
+                return self._complete(model, request, cached.response)
         responder = SingleResponder(self._loop, self._loop_thread)
         request.responder = responder
         model.submit(request)
         response = await responder.result()
         if response.error is not None:
             raise response.error
+        if cached is not None:
+            cached.store(response)
         return self._complete(model, request, response)
 
     async def infer_stream(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
@@ -200,11 +220,19 @@ class DataPlane:
         """
         model = self._route(request)
         assert self._loop is not None
+        cached = None
+        if model.response_cache is not None:  # never set for decoupled models
+            cached = model.response_cache.lookup(model.name, model.version, request, model.stats)
+            if cached is not None and cached.response is not None:
+                yield self._complete(model, request, cached.response)
+                return
         responder = StreamResponder(self._loop, self._loop_thread)
         request.responder = responder
         model.submit(request)
         async for response in responder:
             if response.error is None:
+                if cached is not None:
+                    cached.store(response)
                 try:
                     response = self._complete(model, request, response)
                 except TridentError as exc:

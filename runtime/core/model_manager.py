@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from trident.backends.base import InferCallable, InstanceContext, StreamInferCallable
+from trident.backends.base import Backend, InferCallable, InstanceContext, StreamInferCallable
 from trident.backends.registry import BackendRegistry
 from trident.runtime.errors import (
     InvalidArgumentError,
@@ -24,6 +24,7 @@ from trident.runtime.errors import (
     NotFoundError,
     TridentError,
     UnavailableError,
+    UnsupportedError,
 )
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest
@@ -31,10 +32,14 @@ from trident.runtime.types import InferenceRequest
 from . import model_config
 from .instances import InstanceWorker
 from .repository import ModelRepository, fingerprint, version_folders, versions_to_serve
+from .response_cache import ResponseCache
 from .scheduling import create_scheduler
 from .scheduling.base import Scheduler
+from .scheduling.ensemble import ENSEMBLE_PLATFORM, EnsembleBinding, EnsembleGraph
+from .scheduling.sequence_config import SequenceSettings
 from .stats import ModelStats
 from .validation import TensorSpec, tensor_specs
+from .warmup import build_samples, warm_up
 
 logger = logging.getLogger("trident.models")
 
@@ -63,14 +68,17 @@ class LoadedModel:
         "config",
         "config_json",
         "decoupled",
+        "ensemble",
         "has_reshape",
         "input_specs",
+        "instance_slots",
         "labels",
         "max_batch_size",
         "model_dir",
         "name",
         "output_specs",
         "required_inputs",
+        "response_cache",
         "scheduler",
         "stats",
         "submit",
@@ -101,7 +109,13 @@ class LoadedModel:
         self.labels = _read_labels(model_dir, config)
         self.stats = ModelStats()
         self.workers: list[InstanceWorker] = []
+        #: (instance group name, device id) of each worker, in the same order.
+        self.instance_slots: list[tuple[str, int]] = []
         self.scheduler: Scheduler | None = None
+        #: Set for `platform: "ensemble"` models (they have no instances).
+        self.ensemble: EnsembleBinding | None = None
+        #: The server's response cache when this model's config enables it.
+        self.response_cache: ResponseCache | None = None
         self.submit = self._not_started
 
     def _not_started(self, request: InferenceRequest) -> None:
@@ -153,6 +167,8 @@ class _PreparedModel:
     config: mc.ModelConfig
     backend_name: str
     versions: list[int]
+    #: The checked step graph of an ensemble; None for other models.
+    ensemble: EnsembleGraph | None = None
 
 
 class ModelManager:
@@ -164,6 +180,7 @@ class ModelManager:
         backends: BackendRegistry,
         control_mode: str = "none",
         strict_model_config: bool = False,
+        response_cache: ResponseCache | None = None,
     ) -> None:
         if control_mode not in CONTROL_MODES:
             raise ValueError(f"model control mode must be one of {CONTROL_MODES}")
@@ -171,6 +188,8 @@ class ModelManager:
         self.backends = backends
         self.control_mode = control_mode
         self.strict_model_config = strict_model_config
+        #: The server-wide response cache (`--cache-config`); None when not configured.
+        self.response_cache = response_cache
         self._records: dict[str, _ModelRecord] = {}
         #: name -> {version: model} for READY versions; name -> highest READY version.
         self._ready: dict[str, dict[int, LoadedModel]] = {}
@@ -179,17 +198,22 @@ class ModelManager:
         self._infer: InferCallable | None = None
         self._stream_infer: StreamInferCallable | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        #: Handed to every instance (InstanceContext.extras), e.g. the Python backend's
+        #: pb_utils.load_model / unload_model / is_model_ready.
+        self._instance_extras: dict[str, object] = {}
 
     def bind(
         self,
         loop: asyncio.AbstractEventLoop,
         infer: InferCallable,
         stream_infer: StreamInferCallable,
+        model_control: object | None = None,
     ) -> None:
         """The event loop, and how models call other models (BLS, ensembles)."""
         self._loop = loop
         self._infer = infer
         self._stream_infer = stream_infer
+        self._instance_extras = {"model_control": model_control} if model_control else {}
 
     # ------------------------------------------------------------------ lookups (hot path)
 
@@ -382,6 +406,26 @@ class ModelManager:
         if name not in self._records and name not in self.repository.scan():
             raise NotFoundError(f"failed to unload '{name}': no such model")
         await self.unload(name)
+        if unload_dependents:
+            await self._unload_dependents(name)
+
+    async def _unload_dependents(self, name: str) -> None:
+        """Unload the loaded ensembles that call `name`, and the ensembles calling those."""
+        unloaded = {name}
+        pending = [name]
+        while pending:
+            target = pending.pop()
+            for ensemble_name in list(self._ready):
+                if ensemble_name in unloaded:
+                    continue
+                versions = self._ready.get(ensemble_name, {}).values()
+                if any(
+                    model.ensemble is not None and target in model.ensemble.graph.composing_models()
+                    for model in versions
+                ):
+                    unloaded.add(ensemble_name)
+                    pending.append(ensemble_name)
+                    await self.unload(ensemble_name)
 
     # ------------------------------------------------------------------ load / unload
 
@@ -409,13 +453,26 @@ class ModelManager:
             if record.override_dir is not None and record.override_dir != override_dir:
                 shutil.rmtree(record.override_dir.parent, ignore_errors=True)
             record.override_dir = override_dir
+            previous_fingerprint = record.fingerprint
             record.fingerprint = fingerprint(prepared.model_dir)
+            # Only config.pbtxt changed (or a config override came): a change of instance counts
+            # alone is then applied to the live model instead of reloading it (Triton does too).
+            files_unchanged = _model_files(previous_fingerprint, prepared.model_dir) == (
+                _model_files(record.fingerprint, prepared.model_dir)
+            )
             failures: dict[int, str] = {}
             for version in prepared.versions:
                 previous = record.versions.get(version)
                 if previous is None or previous.model is None:
                     record.versions[version] = _VersionState(LOADING)
                 try:
+                    if (
+                        files_unchanged
+                        and previous is not None
+                        and previous.model is not None
+                        and await self._resize_in_place(previous.model, prepared)
+                    ):
+                        continue
                     model = await self._load_version(prepared, version)
                 except TridentError as exc:
                     failures[version] = str(exc)
@@ -482,19 +539,32 @@ class ModelManager:
             config = model_config.read_config(model_dir)
         available = version_folders(model_dir)
         if not available:
+            if config.platform == ENSEMBLE_PLATFORM:
+                example = f"{model_dir}/1 (an ensemble's version folder holds no files)"
+            else:
+                example = f"{model_dir}/1/{config.default_model_filename or 'model.onnx'}"
             raise ModelLoadError(
                 f"no version folder found in {model_dir}: put the model files in a numbered "
-                f"folder, e.g. {model_dir}/1/{config.default_model_filename or 'model.onnx'}"
+                f"folder, e.g. {example}"
             )
         backend_name = self.backends.resolve_name(config.backend, config.platform, model_dir)
-        if backend_name == "ensemble":
+        if backend_name == ENSEMBLE_PLATFORM:
+            return self._prepare_ensemble(name, model_dir, config, available)
+        if config.HasField("ensemble_scheduling"):
             raise ModelLoadError(
-                'ensemble models are not supported by this server yet (platform: "ensemble")'
+                f"ensemble scheduling cannot be set for model '{name}' whose platform is not "
+                'ensemble: set platform: "ensemble" or remove ensemble_scheduling'
             )
         backend = self.backends.get(backend_name)
         model_config.normalize(config, name, backend_name)
         backend.auto_complete_config(config, model_dir, self.strict_model_config)
         model_config.validate(config)
+        _check_response_cache(config)
+        if config.HasField("sequence_batching"):
+            _complete_sequence_batching(config)
+            # A bad sequence_batching fails here, before any instance is created.
+            SequenceSettings.from_model_config(config, model_dir)
+        build_samples(config, model_dir)  # a bad model_warmup fails before instances load
         versions = versions_to_serve(config, available)
         if not versions:
             raise ModelLoadError(
@@ -503,8 +573,42 @@ class ModelManager:
             )
         return _PreparedModel(name, model_dir, config, backend_name, versions)
 
+    def _prepare_ensemble(
+        self, name: str, model_dir: Path, config: mc.ModelConfig, available: list[int]
+    ) -> _PreparedModel:
+        """An ensemble has no backend and no instances: check its graph and pick versions."""
+        model_config.normalize(config, name, ENSEMBLE_PLATFORM)
+        model_config.validate(config)
+        graph = EnsembleGraph.from_config(config)
+        self._check_no_ensemble_cycle(name, graph.composing_models(), [name])
+        if config.model_transaction_policy.decoupled:
+            raise ModelLoadError(
+                f"ensemble '{name}': decoupled ensembles are not supported by Trident yet; "
+                "remove model_transaction_policy { decoupled: true }"
+            )
+        _check_response_cache(config)
+        versions = versions_to_serve(config, available)
+        return _PreparedModel(name, model_dir, config, ENSEMBLE_PLATFORM, versions, graph)
+
+    def _check_no_ensemble_cycle(self, name: str, composing: list[str], path: list[str]) -> None:
+        """Ensembles calling ensembles must never come back to one on the path (its load would
+        wait on itself). Reads the nested ensembles' configs from the repository."""
+        for step_model in composing:
+            if step_model in path:
+                cycle = " -> ".join([*path, step_model])
+                raise ModelLoadError(f"ensemble '{name}' ends up calling itself: {cycle}")
+            try:
+                nested = model_config.read_config(self.repository.find(step_model).path)
+            except TridentError:
+                continue  # loading that model reports its own problem
+            if nested.platform == ENSEMBLE_PLATFORM:
+                steps = list(dict.fromkeys(s.model_name for s in nested.ensemble_scheduling.step))
+                self._check_no_ensemble_cycle(name, steps, [*path, step_model])
+
     async def _load_version(self, prepared: _PreparedModel, version: int) -> LoadedModel:
         assert self._loop is not None, "ModelManager.bind() must be called before loading"
+        if prepared.ensemble is not None:
+            return await self._load_ensemble_version(prepared, version)
         config = mc.ModelConfig()
         config.CopyFrom(prepared.config)
         model = LoadedModel(
@@ -512,38 +616,197 @@ class ModelManager:
         )
         backend = self.backends.get(prepared.backend_name)
         workers: list[InstanceWorker] = []
+        slots: list[tuple[str, int]] = []
         try:
+            samples = build_samples(config, prepared.model_dir)
             for group in config.instance_group:
                 kind = "GPU" if group.kind == mc.ModelInstanceGroup.KIND_GPU else "CPU"
                 devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
                 for device_id in devices:
                     for index in range(group.count):
                         instance_name = f"{group.name}_{len(workers)}"
-                        context = InstanceContext(
-                            config=config,
-                            model_name=prepared.name,
-                            model_version=version,
-                            model_dir=prepared.model_dir,
-                            version_dir=prepared.model_dir / str(version),
-                            instance_name=instance_name,
-                            kind=kind,
-                            device_id=device_id,
-                            instance_index=index,
-                            loop=self._loop,
-                            infer=self._infer,
-                            stream_infer=self._stream_infer,
-                            config_json=model.config_json,
+                        workers.append(
+                            await self._create_worker(
+                                model, config, backend, instance_name, kind, device_id, index
+                            )
                         )
-                        instance = await asyncio.to_thread(backend.create_instance, context)
-                        workers.append(InstanceWorker(instance_name, instance, self._loop))
+                        slots.append((group.name, device_id))
+            # Warmup runs before the version is published: it is READY only once warm.
+            await warm_up(samples, workers, model.name, version, model.decoupled, self._loop)
         except Exception as exc:
             for worker in workers:
                 await asyncio.to_thread(worker.close)
             if isinstance(exc, TridentError):
                 raise
             raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
+        model.instance_slots = slots
+        model.response_cache = self._cache_for(config)
         model.start(workers, create_scheduler(model, workers))
         return model
+
+    async def _create_worker(
+        self,
+        model: LoadedModel,
+        config: mc.ModelConfig,
+        backend: Backend,
+        instance_name: str,
+        kind: str,
+        device_id: int,
+        index: int,
+    ) -> InstanceWorker:
+        assert self._loop is not None
+        context = InstanceContext(
+            config=config,
+            model_name=model.name,
+            model_version=model.version,
+            model_dir=model.model_dir,
+            version_dir=model.model_dir / str(model.version),
+            instance_name=instance_name,
+            kind=kind,
+            device_id=device_id,
+            instance_index=index,
+            loop=self._loop,
+            infer=self._infer,
+            stream_infer=self._stream_infer,
+            config_json=model_config.config_to_json(config),
+            extras=dict(self._instance_extras),
+        )
+        instance = await asyncio.to_thread(backend.create_instance, context)
+        return InstanceWorker(instance_name, instance, self._loop)
+
+    async def _load_ensemble_version(self, prepared: _PreparedModel, version: int) -> LoadedModel:
+        """Load the composing models the ensemble needs (unless loaded), check the steps against
+        their configs, and start the ensemble scheduler."""
+        graph = prepared.ensemble
+        assert graph is not None and self._infer is not None
+        for dependency in graph.composing_models():
+            await self._ensure_loaded(dependency, prepared.name)
+        config = mc.ModelConfig()
+        config.CopyFrom(prepared.config)
+        model = LoadedModel(
+            prepared.name, version, config, prepared.backend_name, prepared.model_dir
+        )
+        graph.check_composing_models(config, self.get)
+        model.ensemble = EnsembleBinding(graph, self._infer, self.get)
+        model.response_cache = self._cache_for(config)
+        model.start([], create_scheduler(model, []))
+        return model
+
+    async def _ensure_loaded(self, name: str, ensemble: str) -> None:
+        """Make a composing model ready: wait for a load already under way (every model loads
+        at once at start), else load it now (explicit mode loads what an ensemble needs)."""
+        if self.is_ready(name):
+            return
+        record = self._records.get(name)
+        if record is not None and record.lock.locked():
+            async with record.lock:
+                pass
+        elif record is not None or name in self.repository.scan():
+            try:
+                await self.load(name)
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"ensemble '{ensemble}' needs model '{name}', which failed to load: {exc}"
+                ) from None
+        if not self.is_ready(name):
+            raise ModelLoadError(
+                f"ensemble '{ensemble}' needs model '{name}', which is not available: "
+                + str(self._not_found(name, 0))
+            )
+
+    def _cache_for(self, config: mc.ModelConfig) -> ResponseCache | None:
+        """The response cache a model uses: the server's, when its config enables it."""
+        if not config.response_cache.enable:
+            return None
+        if self.response_cache is None:
+            # Triton loads such a model and silently never caches; we say so.
+            logger.warning(
+                "model '%s' enables response_cache but the server has no response cache, so "
+                "its responses are not cached: start the server with "
+                "--cache-config=local,size=<bytes>",
+                config.name,
+            )
+            return None
+        if config.HasField("sequence_batching"):
+            logger.warning(
+                "model '%s': the response cache does not serve sequence models; not caching",
+                config.name,
+            )
+            return None
+        return self.response_cache
+
+    async def _resize_in_place(self, model: LoadedModel, prepared: _PreparedModel) -> bool:
+        """Apply a config that differs from the live one only in instance_group counts by
+        adding or removing instances, without unloading. False when that does not apply (the
+        caller reloads); raises TridentError when new instances fail (the old ones keep
+        serving)."""
+        scheduler = model.scheduler
+        if (
+            model.ensemble is not None
+            or scheduler is None
+            or type(scheduler).resize is Scheduler.resize
+            or not _only_instance_counts_differ(model.config, prepared.config)
+        ):
+            return False
+        assert self._loop is not None
+        config = mc.ModelConfig()
+        config.CopyFrom(prepared.config)
+        backend = self.backends.get(model.backend_name)
+        current = list(zip(model.workers, model.instance_slots))
+        used_names = {worker.name for worker in model.workers}
+        kept: list[tuple[InstanceWorker, tuple[str, int]]] = []
+        created: list[tuple[InstanceWorker, tuple[str, int]]] = []
+        next_index = len(model.workers)
+        try:
+            for group in config.instance_group:
+                kind = "GPU" if group.kind == mc.ModelInstanceGroup.KIND_GPU else "CPU"
+                devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
+                for device_id in devices:
+                    slot = (group.name, device_id)
+                    members = [pair for pair in current if pair[1] == slot]
+                    kept.extend(members[: group.count])
+                    for index in range(len(members), group.count):
+                        while f"{group.name}_{next_index}" in used_names:
+                            next_index += 1
+                        name = f"{group.name}_{next_index}"
+                        used_names.add(name)
+                        worker = await self._create_worker(
+                            model, config, backend, name, kind, device_id, index
+                        )
+                        created.append((worker, slot))
+            samples = build_samples(config, model.model_dir)
+            new_workers = [worker for worker, _ in created]
+            await warm_up(
+                samples, new_workers, model.name, model.version, model.decoupled, self._loop
+            )
+            workers = [worker for worker, _ in kept + created]
+            removed = await scheduler.resize(workers)
+        except Exception as exc:
+            for worker, _ in created:
+                await asyncio.to_thread(worker.close)
+            if isinstance(exc, UnsupportedError):
+                return False
+            if isinstance(exc, TridentError):
+                raise
+            raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
+        for worker in removed:
+            try:
+                await asyncio.to_thread(worker.close)
+            except Exception:  # a model's finalize failing must not undo the change
+                logger.exception("finalizing an instance of model '%s' failed", model.name)
+        model.workers = workers
+        model.instance_slots = [slot for _, slot in kept + created]
+        model.config = config
+        model.config_json = model_config.config_to_json(config)
+        logger.info(
+            "model '%s' version %d now has %d instance(s) (%d added, %d removed) without a reload",
+            model.name,
+            model.version,
+            len(workers),
+            len(created),
+            len(removed),
+        )
+        return True
 
     def _publish(self, name: str, record: _ModelRecord) -> None:
         """Rebuild the hot-path lookup tables for one model."""
@@ -575,6 +838,49 @@ class ModelManager:
             if record.override_dir is not None:
                 shutil.rmtree(record.override_dir.parent, ignore_errors=True)
                 record.override_dir = None
+
+
+def _complete_sequence_batching(config: mc.ModelConfig) -> None:
+    """Show Triton's sequence-batching defaults in the normalized config."""
+    batching = config.sequence_batching
+    if not batching.max_sequence_idle_microseconds:
+        batching.max_sequence_idle_microseconds = 1_000_000
+    if (
+        batching.HasField("oldest")
+        and not batching.oldest.preferred_batch_size
+        and config.max_batch_size > 0
+    ):
+        batching.oldest.preferred_batch_size.append(config.max_batch_size)
+
+
+def _check_response_cache(config: mc.ModelConfig) -> None:
+    if config.response_cache.enable and config.model_transaction_policy.decoupled:
+        raise ModelLoadError(
+            f"Response Cache does not currently support model '{config.name}' with 'decoupled' "
+            "transaction policy. Please disable the response cache."
+        )
+
+
+def _model_files(
+    entries: tuple[tuple[str, int, int], ...], model_dir: Path
+) -> tuple[tuple[str, int, int], ...]:
+    """A fingerprint without config.pbtxt: what must stay equal for an in-place change."""
+    config_path = str(model_dir / model_config.CONFIG_FILENAME)
+    return tuple(entry for entry in entries if entry[0] != config_path)
+
+
+def _only_instance_counts_differ(old: mc.ModelConfig, new: mc.ModelConfig) -> bool:
+    """True when the configs are equal but for some instance_group `count`."""
+    if len(old.instance_group) != len(new.instance_group):
+        return False
+    if [g.count for g in old.instance_group] == [g.count for g in new.instance_group]:
+        return False
+    left, right = mc.ModelConfig(), mc.ModelConfig()
+    left.CopyFrom(old)
+    right.CopyFrom(new)
+    for group in list(left.instance_group) + list(right.instance_group):
+        group.count = 0
+    return left == right
 
 
 def _read_labels(model_dir: Path, config: mc.ModelConfig) -> dict[str, list[str]]:

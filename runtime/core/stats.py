@@ -96,6 +96,20 @@ class ModelStats:
         self.compute_output.add(max(0, end_ns - output_start_ns))
         self.last_inference_ms = time.time_ns() // 1_000_000
 
+    def record_cache_hit(
+        self, arrival_ns: int, lookup_start_ns: int, end_ns: int, lookup_ns: int
+    ) -> None:
+        """A request answered from the response cache: a success whose queue time runs up to
+        the lookup; never an execution or a compute phase (Triton's semantics)."""
+        self.success.add(end_ns - arrival_ns)
+        self.queue.add(max(0, lookup_start_ns - arrival_ns))
+        self.cache_hit.add(lookup_ns)
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_cache_miss(self, ns: int) -> None:
+        """A cache miss: lookup plus insertion time (the model's run counts as usual)."""
+        self.cache_miss.add(ns)
+
     def record_failure(self, reason: str, arrival_ns: int, end_ns: int) -> None:
         self.fail.add(end_ns - arrival_ns)
         self.failures_by_reason[reason if reason in self.failures_by_reason else "OTHER"] += 1

@@ -86,8 +86,9 @@ def _labels(model: _LoadedModel, extra: str = "") -> str:
     return f'{{model="{name}",{extra}version="{model.version}"}}'
 
 
-def render_metrics(models: Iterable[_LoadedModel]) -> str:
-    """The text exposition format (version 0.0.4) of every family, for every loaded version."""
+def render_metrics(models: Iterable[_LoadedModel], response_cache: Any = None) -> str:
+    """The text exposition format (version 0.0.4) of every family, for every loaded version;
+    `response_cache` is the server's (runtime/core/response_cache.py), when configured."""
     models = list(models)
     lines: list[str] = []
     family = "nv_inference_request_failure"
@@ -103,8 +104,96 @@ def render_metrics(models: Iterable[_LoadedModel]) -> str:
         lines.append(f"# TYPE {family} {kind}")
         for model in models:
             lines.append(f"{family}{_labels(model)} {value(model.stats)}")  # type: ignore[operator]
+    lines.extend(_batch_close_metrics(models))
+    lines.extend(_cache_metrics(models, response_cache))
     lines.extend(_cpu_metrics())
     return "\n".join(lines) + "\n"
+
+
+# (family, HELP text, value of ModelStats) for models whose config enables the response cache.
+_MODEL_CACHE_COUNTERS: tuple[tuple[str, str, object], ...] = (
+    ("nv_cache_num_hits_per_model", "Number of cache hits per model", lambda s: s.cache_hit.count),
+    (
+        "nv_cache_num_misses_per_model",
+        "Number of cache misses per model",
+        lambda s: s.cache_miss.count,
+    ),
+    (
+        "nv_cache_hit_duration_per_model",
+        "Total cache hit duration per model, in microseconds",
+        lambda s: s.cache_hit.ns // 1000,
+    ),
+    (
+        "nv_cache_miss_duration_per_model",
+        "Total cache miss (insert+lookup) duration per model, in microseconds",
+        lambda s: s.cache_miss.ns // 1000,
+    ),
+)
+
+# (family, HELP text, value of the ResponseCache): the local cache's own gauges.
+_CACHE_GAUGES: tuple[tuple[str, str, object], ...] = (
+    (
+        "nv_cache_num_entries",
+        "Number of responses stored in response cache",
+        lambda c: c.num_entries,
+    ),
+    ("nv_cache_num_lookups", "Number of cache lookups in response cache", lambda c: c.lookups),
+    ("nv_cache_num_hits", "Number of cache hits in response cache", lambda c: c.hits),
+    ("nv_cache_num_misses", "Number of cache misses in response cache", lambda c: c.misses),
+    (
+        "nv_cache_num_evictions",
+        "Number of cache evictions in response cache",
+        lambda c: c.evictions,
+    ),
+    (
+        "nv_cache_lookup_duration",
+        "Total cache lookup duration (hit and miss), in microseconds",
+        lambda c: c.lookup_ns // 1000,
+    ),
+    (
+        "nv_cache_insertion_duration",
+        "Total cache insertion duration, in microseconds",
+        lambda c: c.insertion_ns // 1000,
+    ),
+    ("nv_cache_util", "Cache utilization [0.0 - 1.0]", lambda c: round(c.utilization, 6)),
+)
+
+
+def _cache_metrics(models: list[_LoadedModel], response_cache: Any) -> list[str]:
+    """Per-model cache counters (only models using the cache) and the cache's global gauges
+    (only when the server has a cache), as Triton reports them."""
+    lines: list[str] = []
+    cached = [model for model in models if getattr(model, "response_cache", None) is not None]
+    if cached:
+        for family, help_text, value in _MODEL_CACHE_COUNTERS:
+            lines.append(f"# HELP {family} {help_text}")
+            lines.append(f"# TYPE {family} counter")
+            for model in cached:
+                lines.append(f"{family}{_labels(model)} {value(model.stats)}")  # type: ignore[operator]
+    if response_cache is not None:
+        for family, help_text, value in _CACHE_GAUGES:
+            lines.append(f"# HELP {family} {help_text}")
+            lines.append(f"# TYPE {family} gauge")
+            lines.append(f"{family} {value(response_cache)}")  # type: ignore[operator]
+    return lines
+
+
+def _batch_close_metrics(models: list[_LoadedModel]) -> list[str]:
+    """trident_batch_close_total (a Trident addition): why each dynamic batch closed, for the
+    models that batch dynamically (see docs/batching.md); absent when none does."""
+    batching = [model for model in models if model.stats.batch_close_reasons]
+    if not batching:
+        return []
+    family = "trident_batch_close_total"
+    lines = [
+        f"# HELP {family} Number of dynamic batches closed, by the reason they closed",
+        f"# TYPE {family} counter",
+    ]
+    for model in batching:
+        for reason, count in sorted(model.stats.batch_close_reasons.items()):
+            reason_label = f'reason="{reason}",'
+            lines.append(f"{family}{_labels(model, reason_label)} {count}")
+    return lines
 
 
 def _cpu_metrics() -> list[str]:

@@ -14,9 +14,13 @@ import asyncio
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
-from trident.runtime.errors import CancelledError, TridentError
+from trident.runtime.errors import CancelledError, TridentError, UnsupportedError
 from trident.runtime.types import InferenceRequest, InferenceResponse
+
+if TYPE_CHECKING:
+    from trident.runtime.core.instances import InstanceWorker
 
 
 class Responder(ABC):
@@ -96,6 +100,13 @@ class Scheduler(ABC):
     def pending_count(self) -> int:
         """Requests accepted but not yet executing (the pending-request gauge)."""
         return 0
+
+    async def resize(self, workers: list[InstanceWorker]) -> list[InstanceWorker]:
+        """Serve with `workers` from now on (an instance_group count changed on a reload): added
+        workers take queued work at once, removed ones finish what they run. Returns the removed
+        workers once they are idle; the caller closes them. A scheduler that cannot raises
+        UnsupportedError, and the model manager reloads the model instead."""
+        raise UnsupportedError(f"{type(self).__name__} cannot change its instances in place")
 
 
 def cancelled_error(request: InferenceRequest) -> CancelledError:

@@ -34,7 +34,10 @@ class DirectScheduler(Scheduler):
         batched: bool,
     ) -> None:
         self._model_name = model_name
+        self._workers = list(workers)
         self._idle = list(workers)
+        #: Workers removed by `resize` while busy -> resolved once they finished their request.
+        self._retiring: dict[InstanceWorker, asyncio.Future[None]] = {}
         self._queue: deque[InferenceRequest] = deque()
         self._stats = stats
         self._batched = batched
@@ -61,8 +64,39 @@ class DirectScheduler(Scheduler):
     async def _run(self, worker: InstanceWorker, request: InferenceRequest | None) -> None:
         while request is not None:
             await self._execute(worker, request)
+            if worker in self._retiring:
+                break
             request = self._next_runnable()
-        self._idle.append(worker)
+        retired = self._retiring.pop(worker, None)
+        if retired is None:
+            self._idle.append(worker)
+        elif not retired.done():
+            retired.set_result(None)
+
+    async def resize(self, workers: list[InstanceWorker]) -> list[InstanceWorker]:
+        """Serve with `workers` from now on: new ones start on queued requests at once, removed
+        ones finish the request they run. Returns the removed workers once they are idle."""
+        kept = set(workers)
+        removed = [worker for worker in self._workers if worker not in kept]
+        current = set(self._workers)
+        added = [worker for worker in workers if worker not in current]
+        self._workers = list(workers)
+        waits = []
+        for worker in removed:
+            if worker in self._idle:
+                self._idle.remove(worker)
+            else:
+                future = self._retiring[worker] = asyncio.get_running_loop().create_future()
+                waits.append(future)
+        for worker in added:
+            request = None if self._stopping else self._next_runnable()
+            if request is None:
+                self._idle.append(worker)
+            else:
+                self._start(worker, request)
+        if waits:
+            await asyncio.gather(*waits)
+        return removed
 
     def _next_runnable(self) -> InferenceRequest | None:
         """The next queued request that should still run; fails the ones that should not."""
