@@ -8,6 +8,7 @@ scheduling; an instance only executes the batches it is handed.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,19 @@ class InstanceContext:
     extras: dict[str, object] = field(default_factory=dict)
 
 
+#: True while a synchronous `execute` runs inline on the event loop (see `may_run_inline`).
+EXECUTING_INLINE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trident_executing_inline", default=False
+)
+
+
+class MustRunOnWorkerThread(BaseException):
+    """Raised from inside an inline `execute` that needs to block (e.g. a BLS `exec()`): the core
+    stops running this instance inline and runs the batch again on its worker thread.
+
+    A BaseException, so that a model's own `except Exception` does not swallow it."""
+
+
 class ModelInstance(ABC):
     """One instance-group member. The core never calls `execute` twice at once on one instance."""
 
@@ -64,6 +78,10 @@ class ModelInstance(ABC):
     #: Decoupled instances send their responses through each request's responder (any number,
     #: the last with final=True) and return None from execute.
     decoupled: bool = False
+    #: A synchronous instance that may run directly on the event loop when its executions prove
+    #: short (runtime/core/instances.py): saves the hand-off to its thread and back, the largest
+    #: cost of a small request. Only for CPU instances without thread affinity.
+    may_run_inline: bool = False
 
     @abstractmethod
     def execute(

@@ -118,6 +118,9 @@ class PythonModelInstance(ModelInstance):
                 )
             self._execute = execute
             self.is_async = inspect.iscoroutinefunction(execute)
+            # Inline runs on the server's thread: not for GPU instances (the current CUDA device
+            # is per thread) nor for decoupled models (they may keep sending from execute).
+            self.may_run_inline = not self.is_async and not self.decoupled and context.kind == "CPU"
             initialize = getattr(self._model, "initialize", None)
             if initialize is not None:
                 with entered(self._scope):

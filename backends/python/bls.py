@@ -12,6 +12,7 @@ import queue
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from trident.backends.base import EXECUTING_INLINE, MustRunOnWorkerThread
 from trident.runtime.errors import CancelledError, InternalError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -57,6 +58,9 @@ def _refuse_on_server_loop(context: InstanceContext) -> None:
     except RuntimeError:
         return
     if running is context.loop:
+        if EXECUTING_INLINE.get():
+            # A sync execute the server ran inline: ask for it to run on its own thread.
+            raise MustRunOnWorkerThread
         raise TritonModelException(
             "InferenceRequest.exec() blocks until the response arrives, but this code runs on "
             "the server's event loop (an `async def execute`): use "

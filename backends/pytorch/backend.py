@@ -177,6 +177,8 @@ class PyTorchInstance(ModelInstance):
     def __init__(self, context: InstanceContext) -> None:
         config = context.config
         self._model_name = context.model_name
+        # Short CPU executions may run on the event loop (runtime/core/instances.py).
+        self.may_run_inline = context.kind == "CPU"
         self._version = context.model_version
         self._batched = config.max_batch_size > 0
         self._device = _device(context)

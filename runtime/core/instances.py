@@ -3,6 +3,14 @@
 A synchronous instance (ONNX Runtime, torch, a sync Python `execute`) gets one dedicated thread,
 so N instances give N concurrent executions while the event loop keeps serving. An instance whose
 `execute` is a coroutine runs on the event loop itself.
+
+Inline execution: handing a batch to a thread and back costs about 100 µs (a thread wake-up, the
+GIL changing hands twice, a loop wake-up), far more than a small model's own work. A synchronous
+instance that allows it (`ModelInstance.may_run_inline`) and whose executions prove short (a
+running average under `inline_threshold_ns`) then runs directly on the event loop. One long
+execution sends it back to its thread for good, so a model that is sometimes slow never holds the
+loop twice; so does a model that needs to block (a BLS `exec()`), whose batch is rerun on its
+thread.
 """
 
 from __future__ import annotations
@@ -11,17 +19,46 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from trident.backends.base import ComputeTiming, ModelInstance
+from trident.backends.base import (
+    EXECUTING_INLINE,
+    ComputeTiming,
+    ModelInstance,
+    MustRunOnWorkerThread,
+)
 from trident.runtime.errors import ModelExecutionError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
+
+#: Executions averaging less than this run inline (0 turns inline execution off).
+DEFAULT_INLINE_THRESHOLD_NS = 100_000
+#: Executions observed on the thread before the average is trusted.
+_WARMUP_EXECUTIONS = 16
+#: An inline execution longer than this many thresholds ends inline execution for the worker.
+_INLINE_LIMIT_FACTOR = 20
 
 
 class InstanceWorker:
     """Runs batches on one model instance, one at a time."""
 
-    __slots__ = ("_executor", "_loop", "instance", "name")
+    __slots__ = (
+        "_average_ns",
+        "_executor",
+        "_inline",
+        "_inline_allowed",
+        "_inline_threshold_ns",
+        "_loop",
+        "_observed",
+        "_thread_ns",
+        "instance",
+        "name",
+    )
 
-    def __init__(self, name: str, instance: ModelInstance, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        name: str,
+        instance: ModelInstance,
+        loop: asyncio.AbstractEventLoop,
+        inline_threshold_ns: int = DEFAULT_INLINE_THRESHOLD_NS,
+    ) -> None:
         self.name = name
         self.instance = instance
         self._loop = loop
@@ -30,6 +67,18 @@ class InstanceWorker:
             if instance.is_async
             else ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"trident-{name}")
         )
+        self._inline_allowed = (
+            inline_threshold_ns > 0 and not instance.is_async and instance.may_run_inline
+        )
+        self._inline_threshold_ns = inline_threshold_ns
+        self._inline = False
+        self._average_ns = 0.0
+        self._observed = 0
+        self._thread_ns = 0
+
+    @property
+    def runs_inline(self) -> bool:
+        return self._inline
 
     async def execute(
         self, requests: list[InferenceRequest]
@@ -41,10 +90,14 @@ class InstanceWorker:
         try:
             if self._executor is None:
                 responses = await self.instance.execute(requests, timing)  # type: ignore[misc]
+            elif self._inline:
+                responses = self._execute_inline(requests, timing)
+                if responses is _RERUN:
+                    timing = ComputeTiming()
+                    start = time.monotonic_ns()
+                    responses = await self._execute_on_thread(requests, timing)
             else:
-                responses = await self._loop.run_in_executor(
-                    self._executor, self.instance.execute, requests, timing
-                )
+                responses = await self._execute_on_thread(requests, timing)
         except TridentError:
             raise
         except Exception as exc:  # a model's own failure: report it, keep serving
@@ -59,6 +112,60 @@ class InstanceWorker:
             )
         return responses, start, input_end, output_start, end  # type: ignore[return-value]
 
+    async def _execute_on_thread(
+        self, requests: list[InferenceRequest], timing: ComputeTiming
+    ) -> list[InferenceResponse] | None:
+        if not self._inline_allowed:
+            return await self._loop.run_in_executor(
+                self._executor, self.instance.execute, requests, timing
+            )
+        try:
+            return await self._loop.run_in_executor(
+                self._executor, self._timed_execute, requests, timing
+            )
+        finally:
+            self._observe(self._thread_ns)
+
+    def _timed_execute(
+        self, requests: list[InferenceRequest], timing: ComputeTiming
+    ) -> list[InferenceResponse] | None:
+        """On the worker thread: the execution alone, without the hand-off, is what counts."""
+        start = time.monotonic_ns()
+        try:
+            return self.instance.execute(requests, timing)  # type: ignore[return-value]
+        finally:
+            # Read by execute() once the await returns (the future orders the two threads).
+            self._thread_ns = time.monotonic_ns() - start
+
+    def _execute_inline(
+        self, requests: list[InferenceRequest], timing: ComputeTiming
+    ) -> list[InferenceResponse] | object | None:
+        token = EXECUTING_INLINE.set(True)
+        start = time.monotonic_ns()
+        try:
+            return self.instance.execute(requests, timing)
+        except MustRunOnWorkerThread:
+            self._inline = self._inline_allowed = False
+            return _RERUN
+        finally:
+            EXECUTING_INLINE.reset(token)
+            if self._inline:
+                self._observe(time.monotonic_ns() - start)
+
+    def _observe(self, duration_ns: int) -> None:
+        """Switch between inline and thread execution from the durations seen."""
+        if self._inline:
+            if duration_ns > self._inline_threshold_ns * _INLINE_LIMIT_FACTOR:
+                self._inline = self._inline_allowed = False
+            return
+        self._observed += 1
+        if self._observed == 1:
+            self._average_ns = float(duration_ns)
+        else:
+            self._average_ns += (duration_ns - self._average_ns) * 0.125
+        if self._observed >= _WARMUP_EXECUTIONS and self._average_ns < self._inline_threshold_ns:
+            self._inline = True
+
     def close(self) -> None:
         """Finalize the instance on its own thread (models expect that), then stop the thread."""
         if self._executor is not None:
@@ -66,3 +173,7 @@ class InstanceWorker:
             self._executor.shutdown(wait=True)
         else:
             self.instance.close()
+
+
+#: Marks a batch that asked to run on its thread instead (MustRunOnWorkerThread).
+_RERUN = object()
