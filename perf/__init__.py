@@ -1,0 +1,1 @@
+"""Benchmarks and the tooling that runs Trident's peers (perf_analyzer, real Triton)."""
