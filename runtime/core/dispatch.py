@@ -31,8 +31,9 @@ from trident.runtime.types import (
     InferenceResponse,
 )
 
+from .loaded_model import LoadedModel
 from .model_config import message_to_dict
-from .model_manager import LoadedModel, ModelManager, RepositoryIndexEntry
+from .model_manager import ModelManager, RepositoryIndexEntry
 from .outputs import finish_outputs
 from .scheduling.base import SingleResponder, StreamResponder
 from .shared_memory import SharedMemoryRegistry, SystemShmRegionStatus

@@ -8,13 +8,11 @@ the load call's error), and never stops the server from serving the others.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from trident.backends.base import Backend, InferCallable, InstanceContext, StreamInferCallable
 from trident.backends.registry import BackendRegistry
@@ -27,18 +25,16 @@ from trident.runtime.errors import (
     UnsupportedError,
 )
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest
 
 from . import model_config
 from .instances import InstanceWorker
-from .repository import ModelRepository, fingerprint, version_folders, versions_to_serve
+from .loaded_model import LoadedModel
+from .model_preparation import ModelPreparer, PreparedModel
+from .repository import ModelRepository, fingerprint, version_folders, write_override_files
 from .response_cache import ResponseCache
 from .scheduling import create_scheduler
 from .scheduling.base import Scheduler
-from .scheduling.ensemble import ENSEMBLE_PLATFORM, EnsembleBinding, EnsembleGraph
-from .scheduling.sequence_config import SequenceSettings
-from .stats import ModelStats
-from .validation import TensorSpec, tensor_specs
+from .scheduling.ensemble import EnsembleBinding
 from .warmup import build_samples, warm_up
 
 logger = logging.getLogger("trident.models")
@@ -60,87 +56,6 @@ class RepositoryIndexEntry:
     reason: str = ""
 
 
-class LoadedModel:
-    """A model version that is loaded: its config, instances, scheduler and statistics."""
-
-    __slots__ = (
-        "backend_name",
-        "config",
-        "config_json",
-        "decoupled",
-        "ensemble",
-        "has_reshape",
-        "input_specs",
-        "instance_slots",
-        "labels",
-        "max_batch_size",
-        "model_dir",
-        "name",
-        "output_specs",
-        "required_inputs",
-        "response_cache",
-        "scheduler",
-        "stats",
-        "submit",
-        "version",
-        "workers",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        version: int,
-        config: mc.ModelConfig,
-        backend_name: str,
-        model_dir: Path,
-    ) -> None:
-        self.name = name
-        self.version = version
-        self.config = config
-        self.config_json = model_config.config_to_json(config)
-        self.backend_name = backend_name
-        self.model_dir = model_dir
-        self.decoupled = config.model_transaction_policy.decoupled
-        self.max_batch_size = config.max_batch_size
-        self.input_specs: dict[str, TensorSpec] = tensor_specs(list(config.input))
-        self.output_specs: dict[str, TensorSpec] = tensor_specs(list(config.output))
-        self.required_inputs = tuple(n for n, s in self.input_specs.items() if not s.optional)
-        self.has_reshape = any(s.reshape is not None for s in self.input_specs.values())
-        self.labels = _read_labels(model_dir, config)
-        self.stats = ModelStats()
-        self.workers: list[InstanceWorker] = []
-        #: (instance group name, device id) of each worker, in the same order.
-        self.instance_slots: list[tuple[str, int]] = []
-        self.scheduler: Scheduler | None = None
-        #: Set for `platform: "ensemble"` models (they have no instances).
-        self.ensemble: EnsembleBinding | None = None
-        #: The server's response cache when this model's config enables it.
-        self.response_cache: ResponseCache | None = None
-        self.submit = self._not_started
-
-    def _not_started(self, request: InferenceRequest) -> None:
-        raise UnavailableError(f"model '{self.name}' is not ready")
-
-    def start(self, workers: list[InstanceWorker], scheduler: Scheduler) -> None:
-        self.workers = workers
-        self.scheduler = scheduler
-        self.submit = scheduler.submit  # bound once: the hot path skips an attribute hop
-
-    def uses_shared_memory(self, request: InferenceRequest) -> bool:
-        return any(tensor.shared_memory is not None for tensor in request.inputs)
-
-    async def stop(self) -> None:
-        self.submit = self._not_started
-        if self.scheduler is not None:
-            await self.scheduler.stop()
-        workers, self.workers = self.workers, []
-        for worker in workers:
-            try:
-                await asyncio.to_thread(worker.close)
-            except Exception:  # a model's finalize failing must not block the unload
-                logger.exception("finalizing an instance of model '%s' failed", self.name)
-
-
 @dataclass
 class _VersionState:
     state: str
@@ -160,17 +75,6 @@ class _ModelRecord:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass
-class _PreparedModel:
-    name: str
-    model_dir: Path
-    config: mc.ModelConfig
-    backend_name: str
-    versions: list[int]
-    #: The checked step graph of an ensemble; None for other models.
-    ensemble: EnsembleGraph | None = None
-
-
 class ModelManager:
     """All models of the server's repositories, by name."""
 
@@ -188,6 +92,7 @@ class ModelManager:
         self.backends = backends
         self.control_mode = control_mode
         self.strict_model_config = strict_model_config
+        self._preparer = ModelPreparer(repository, backends, strict_model_config)
         #: The server-wide response cache (`--cache-config`); None when not configured.
         self.response_cache = response_cache
         self._records: dict[str, _ModelRecord] = {}
@@ -393,7 +298,7 @@ class ModelManager:
                     f"failed to load '{name}': model files sent with a load request need a "
                     "'config' parameter too"
                 )
-            override_dir = _write_override_files(name, files)
+            override_dir = write_override_files(name, files)
         elif not self._records.get(name) and name not in self.repository.scan():
             raise NotFoundError(
                 f"failed to load '{name}': no model folder named '{name}' in "
@@ -440,7 +345,9 @@ class ModelManager:
         record = self._records.setdefault(name, _ModelRecord(name))
         async with record.lock:
             try:
-                prepared = await asyncio.to_thread(self._prepare, name, override, override_dir)
+                prepared = await asyncio.to_thread(
+                    self._preparer.prepare, name, override, override_dir
+                )
             except TridentError as exc:
                 self._record_model_failure(record, str(exc), override_dir)
                 raise ModelLoadError(f"failed to load '{name}': {exc}") from None
@@ -527,85 +434,7 @@ class ModelManager:
             record.reason = ""  # the versions carry it now
         record.fingerprint = fingerprint(location_dir)
 
-    def _prepare(
-        self, name: str, override: mc.ModelConfig | None, override_dir: Path | None
-    ) -> _PreparedModel:
-        """Read, complete and check the config; pick the versions. Runs off the event loop."""
-        model_dir = override_dir if override_dir is not None else self.repository.find(name).path
-        if override is not None:
-            config = mc.ModelConfig()
-            config.CopyFrom(override)
-        else:
-            config = model_config.read_config(model_dir)
-        available = version_folders(model_dir)
-        if not available:
-            if config.platform == ENSEMBLE_PLATFORM:
-                example = f"{model_dir}/1 (an ensemble's version folder holds no files)"
-            else:
-                example = f"{model_dir}/1/{config.default_model_filename or 'model.onnx'}"
-            raise ModelLoadError(
-                f"no version folder found in {model_dir}: put the model files in a numbered "
-                f"folder, e.g. {example}"
-            )
-        backend_name = self.backends.resolve_name(config.backend, config.platform, model_dir)
-        if backend_name == ENSEMBLE_PLATFORM:
-            return self._prepare_ensemble(name, model_dir, config, available)
-        if config.HasField("ensemble_scheduling"):
-            raise ModelLoadError(
-                f"ensemble scheduling cannot be set for model '{name}' whose platform is not "
-                'ensemble: set platform: "ensemble" or remove ensemble_scheduling'
-            )
-        backend = self.backends.get(backend_name)
-        model_config.normalize(config, name, backend_name)
-        backend.auto_complete_config(config, model_dir, self.strict_model_config)
-        model_config.validate(config)
-        _check_response_cache(config)
-        if config.HasField("sequence_batching"):
-            _complete_sequence_batching(config)
-            # A bad sequence_batching fails here, before any instance is created.
-            SequenceSettings.from_model_config(config, model_dir)
-        build_samples(config, model_dir)  # a bad model_warmup fails before instances load
-        versions = versions_to_serve(config, available)
-        if not versions:
-            raise ModelLoadError(
-                f"no version folder found in {model_dir}: put the model files in a numbered "
-                f"folder, e.g. {model_dir}/1/{config.default_model_filename or 'model'}"
-            )
-        return _PreparedModel(name, model_dir, config, backend_name, versions)
-
-    def _prepare_ensemble(
-        self, name: str, model_dir: Path, config: mc.ModelConfig, available: list[int]
-    ) -> _PreparedModel:
-        """An ensemble has no backend and no instances: check its graph and pick versions."""
-        model_config.normalize(config, name, ENSEMBLE_PLATFORM)
-        model_config.validate(config)
-        graph = EnsembleGraph.from_config(config)
-        self._check_no_ensemble_cycle(name, graph.composing_models(), [name])
-        if config.model_transaction_policy.decoupled:
-            raise ModelLoadError(
-                f"ensemble '{name}': decoupled ensembles are not supported by Trident yet; "
-                "remove model_transaction_policy { decoupled: true }"
-            )
-        _check_response_cache(config)
-        versions = versions_to_serve(config, available)
-        return _PreparedModel(name, model_dir, config, ENSEMBLE_PLATFORM, versions, graph)
-
-    def _check_no_ensemble_cycle(self, name: str, composing: list[str], path: list[str]) -> None:
-        """Ensembles calling ensembles must never come back to one on the path (its load would
-        wait on itself). Reads the nested ensembles' configs from the repository."""
-        for step_model in composing:
-            if step_model in path:
-                cycle = " -> ".join([*path, step_model])
-                raise ModelLoadError(f"ensemble '{name}' ends up calling itself: {cycle}")
-            try:
-                nested = model_config.read_config(self.repository.find(step_model).path)
-            except TridentError:
-                continue  # loading that model reports its own problem
-            if nested.platform == ENSEMBLE_PLATFORM:
-                steps = list(dict.fromkeys(s.model_name for s in nested.ensemble_scheduling.step))
-                self._check_no_ensemble_cycle(name, steps, [*path, step_model])
-
-    async def _load_version(self, prepared: _PreparedModel, version: int) -> LoadedModel:
+    async def _load_version(self, prepared: PreparedModel, version: int) -> LoadedModel:
         assert self._loop is not None, "ModelManager.bind() must be called before loading"
         if prepared.ensemble is not None:
             return await self._load_ensemble_version(prepared, version)
@@ -674,7 +503,7 @@ class ModelManager:
         instance = await asyncio.to_thread(backend.create_instance, context)
         return InstanceWorker(instance_name, instance, self._loop)
 
-    async def _load_ensemble_version(self, prepared: _PreparedModel, version: int) -> LoadedModel:
+    async def _load_ensemble_version(self, prepared: PreparedModel, version: int) -> LoadedModel:
         """Load the composing models the ensemble needs (unless loaded), check the steps against
         their configs, and start the ensemble scheduler."""
         graph = prepared.ensemble
@@ -735,7 +564,7 @@ class ModelManager:
             return None
         return self.response_cache
 
-    async def _resize_in_place(self, model: LoadedModel, prepared: _PreparedModel) -> bool:
+    async def _resize_in_place(self, model: LoadedModel, prepared: PreparedModel) -> bool:
         """Apply a config that differs from the live one only in instance_group counts by
         adding or removing instances, without unloading. False when that does not apply (the
         caller reloads); raises TridentError when new instances fail (the old ones keep
@@ -840,27 +669,6 @@ class ModelManager:
                 record.override_dir = None
 
 
-def _complete_sequence_batching(config: mc.ModelConfig) -> None:
-    """Show Triton's sequence-batching defaults in the normalized config."""
-    batching = config.sequence_batching
-    if not batching.max_sequence_idle_microseconds:
-        batching.max_sequence_idle_microseconds = 1_000_000
-    if (
-        batching.HasField("oldest")
-        and not batching.oldest.preferred_batch_size
-        and config.max_batch_size > 0
-    ):
-        batching.oldest.preferred_batch_size.append(config.max_batch_size)
-
-
-def _check_response_cache(config: mc.ModelConfig) -> None:
-    if config.response_cache.enable and config.model_transaction_policy.decoupled:
-        raise ModelLoadError(
-            f"Response Cache does not currently support model '{config.name}' with 'decoupled' "
-            "transaction policy. Please disable the response cache."
-        )
-
-
 def _model_files(
     entries: tuple[tuple[str, int, int], ...], model_dir: Path
 ) -> tuple[tuple[str, int, int], ...]:
@@ -881,35 +689,3 @@ def _only_instance_counts_differ(old: mc.ModelConfig, new: mc.ModelConfig) -> bo
     for group in list(left.instance_group) + list(right.instance_group):
         group.count = 0
     return left == right
-
-
-def _read_labels(model_dir: Path, config: mc.ModelConfig) -> dict[str, list[str]]:
-    labels = {}
-    for output in config.output:
-        if output.label_filename:
-            path = model_dir / output.label_filename
-            try:
-                labels[output.name] = path.read_text().splitlines()
-            except OSError as exc:
-                raise ModelLoadError(
-                    f"output '{output.name}': cannot read label_filename {path}: {exc.strerror}"
-                ) from None
-    return labels
-
-
-def _write_override_files(name: str, files: dict[str, bytes | str]) -> Path:
-    """Write `file:<path>` load parameters into a fresh temporary model folder."""
-    root = Path(tempfile.mkdtemp(prefix="trident-override-"))
-    model_dir = root / name
-    model_dir.mkdir()
-    for raw_path, content in files.items():
-        relative = PurePosixPath(raw_path.removeprefix("file:"))
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            shutil.rmtree(root, ignore_errors=True)
-            raise InvalidArgumentError(
-                f"invalid model file path in load request: 'file:{raw_path}'"
-            )
-        target = model_dir.joinpath(*relative.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content if isinstance(content, bytes) else base64.b64decode(content))
-    return model_dir

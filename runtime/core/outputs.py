@@ -11,7 +11,7 @@ from trident.runtime.errors import InternalError, InvalidArgumentError
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 if TYPE_CHECKING:
-    from .model_manager import LoadedModel
+    from .loaded_model import LoadedModel
     from .shared_memory import SharedMemoryRegistry
 
 

@@ -3,12 +3,15 @@ their files for poll mode. Knows nothing about loading."""
 
 from __future__ import annotations
 
+import base64
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from trident.runtime.errors import ModelLoadError
+from trident.runtime.errors import InvalidArgumentError, ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
 
 
@@ -108,3 +111,21 @@ def fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
                 continue
             entries.append((path, stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(entries))
+
+
+def write_override_files(name: str, files: dict[str, bytes | str]) -> Path:
+    """Write `file:<path>` load parameters into a fresh temporary model folder."""
+    root = Path(tempfile.mkdtemp(prefix="trident-override-"))
+    model_dir = root / name
+    model_dir.mkdir()
+    for raw_path, content in files.items():
+        relative = PurePosixPath(raw_path.removeprefix("file:"))
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            shutil.rmtree(root, ignore_errors=True)
+            raise InvalidArgumentError(
+                f"invalid model file path in load request: 'file:{raw_path}'"
+            )
+        target = model_dir.joinpath(*relative.parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content if isinstance(content, bytes) else base64.b64decode(content))
+    return model_dir

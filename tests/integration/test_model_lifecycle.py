@@ -76,7 +76,7 @@ def test_broken_models_are_unavailable_with_reason_and_others_serve(tmp_path: Pa
         assert "Couldn't parse integer" in index[("badconfig", "1")]["reason"]
         assert "cannot find weights.bin" in index[("initfails", "1")]["reason"]
         assert "no version folder" in index[("noversions", "")]["reason"]
-        with pytest.raises(InferenceServerException, match="cannot find weights.bin"):
+        with pytest.raises(InferenceServerException, match=r"cannot find weights\.bin"):
             _infer_http(client, "initfails")
         assert not client.is_model_ready("raises")
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from trident.runtime.core import model_config
-from trident.runtime.core.model_manager import LoadedModel
+from trident.runtime.core.loaded_model import LoadedModel
 from trident.runtime.core.validation import apply_reshapes, validate_request
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.types import InferenceRequest, RequestedOutput, Tensor

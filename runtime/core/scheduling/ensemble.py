@@ -38,7 +38,7 @@ from trident.runtime.types import (
 from .base import Scheduler, cancelled_error
 
 if TYPE_CHECKING:
-    from trident.runtime.core.model_manager import LoadedModel
+    from trident.runtime.core.loaded_model import LoadedModel
     from trident.runtime.core.stats import ModelStats
 
 #: Runs one request through the server (DataPlane.infer).

@@ -25,7 +25,7 @@ from .sequence_planner import PlannedBatch, Sequence, SequencePlanner
 from .sequence_tensors import state_from_output
 
 if TYPE_CHECKING:
-    from trident.runtime.core.model_manager import LoadedModel
+    from trident.runtime.core.loaded_model import LoadedModel
 
 Clock = Callable[[], int]
 
