@@ -180,3 +180,54 @@ def error_response(
     return InferenceResponse(
         model_name=model_name, model_version=str(model_version), id=request.id, error=error
     )
+
+
+class BatchResponses:
+    """One response slot per request of an `execute` call, filled batch by batch: the split
+    outputs of a batch that ran, or the error of one that failed (only that batch's requests)."""
+
+    __slots__ = ("_batched", "_model_name", "_model_version", "_requests", "_specs", "responses")
+
+    def __init__(
+        self,
+        requests: list[InferenceRequest],
+        specs: dict[str, OutputSpec],
+        model_name: str,
+        model_version: int,
+        batched: bool,
+    ) -> None:
+        self._requests = requests
+        self._specs = specs
+        self._model_name = model_name
+        self._model_version = model_version
+        self._batched = batched
+        self.responses: list[InferenceResponse | None] = [None] * len(requests)
+
+    def fail_request(self, index: int, error: TridentError) -> None:
+        self.responses[index] = error_response(
+            self._requests[index], error, self._model_name, self._model_version
+        )
+
+    def fail(self, batch: Batch, error: TridentError) -> None:
+        for index in batch.indices:
+            self.fail_request(index, error)
+
+    def respond(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Split a batch's outputs back into one response per request."""
+        try:
+            per_request = split_outputs(batch, outputs)
+        except TridentError as error:
+            self.fail(batch, error)
+            return
+        for index, request_outputs in zip(batch.indices, per_request):
+            self.responses[index] = make_response(
+                self._requests[index],
+                request_outputs,
+                self._specs,
+                self._model_name,
+                self._model_version,
+                self._batched,
+            )
+
+    def result(self) -> list[InferenceResponse]:
+        return self.responses  # type: ignore[return-value]  # every slot is filled by then

@@ -19,13 +19,11 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,
-    error_response,
+    BatchResponses,
     form_batches,
-    make_response,
     output_specs,
     request_arrays,
     requested_output_names,
-    split_outputs,
 )
 from trident.backends.model_signature import DEFAULT_MAX_BATCH_SIZE, auto_complete, check_config
 from trident.runtime.errors import (
@@ -121,14 +119,16 @@ class OnnxRuntimeInstance(ModelInstance):
     def execute(
         self, requests: list[InferenceRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
-        responses: list[InferenceResponse | None] = [None] * len(requests)
+        responses = BatchResponses(
+            requests, self._specs, self._model_name, self._version, self._batched
+        )
         arrays: list[dict[str, np.ndarray] | None] = []
         for index, request in enumerate(requests):
             try:
                 arrays.append(self._inputs_of(request))
             except TridentError as error:
                 # Only this request fails: it is checked before it joins a batch.
-                responses[index] = error_response(request, error, self._model_name, self._version)
+                responses.fail_request(index, error)
                 arrays.append(None)
         ready = form_batches(requests, self._batched, arrays)
         timing.input_end_ns = time.monotonic_ns()
@@ -138,28 +138,15 @@ class OnnxRuntimeInstance(ModelInstance):
             try:
                 arrays = self._session.run(names, batch.inputs, self._run_options)
             except Exception as exc:
-                self._fail(requests, responses, batch, _run_error(exc))
+                responses.fail(batch, _run_error(exc))
                 continue
             finished.append((batch, dict(zip(names, arrays))))
         timing.output_start_ns = time.monotonic_ns()
         for batch, outputs in finished:
             for name in self._string_outputs.intersection(outputs):
                 outputs[name] = _encode_strings(outputs[name])
-            try:
-                per_request = split_outputs(batch, outputs)
-            except TridentError as error:
-                self._fail(requests, responses, batch, error)
-                continue
-            for index, request_outputs in zip(batch.indices, per_request):
-                responses[index] = make_response(
-                    requests[index],
-                    request_outputs,
-                    self._specs,
-                    self._model_name,
-                    self._version,
-                    self._batched,
-                )
-        return responses  # type: ignore[return-value]  # every slot is filled above
+            responses.respond(batch, outputs)
+        return responses.result()
 
     def _inputs_of(self, request: InferenceRequest) -> dict[str, np.ndarray]:
         arrays = request_arrays(request)
@@ -167,18 +154,6 @@ class OnnxRuntimeInstance(ModelInstance):
         for name in self._string_inputs.intersection(arrays):
             arrays[name] = _decode_strings(name, arrays[name])
         return arrays
-
-    def _fail(
-        self,
-        requests: list[InferenceRequest],
-        responses: list[InferenceResponse | None],
-        batch: Batch,
-        error: TridentError,
-    ) -> None:
-        for index in batch.indices:
-            responses[index] = error_response(
-                requests[index], error, self._model_name, self._version
-            )
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]  # ORT frees the session with its last reference

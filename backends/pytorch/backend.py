@@ -44,11 +44,9 @@ import torch
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,
-    error_response,
+    BatchResponses,
     form_batches,
-    make_response,
     output_specs,
-    split_outputs,
 )
 from trident.backends.model_signature import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -229,42 +227,35 @@ class PyTorchInstance(ModelInstance):
     def execute(
         self, requests: list[InferenceRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
-        responses: list[InferenceResponse | None] = [None] * len(requests)
+        responses = BatchResponses(
+            requests, self._specs, self._model_name, self._version, self._batched
+        )
         with self._grad_mode():
             staged: list[tuple[Batch, dict[str, torch.Tensor]]] = []
             for batch in form_batches(requests, self._batched):
                 try:
                     staged.append((batch, self._to_torch(batch.inputs)))
                 except TridentError as error:
-                    self._fail(requests, responses, batch, error)
+                    responses.fail(batch, error)
             timing.input_end_ns = time.monotonic_ns()
             computed: list[tuple[Batch, dict[str, torch.Tensor]]] = []
             for batch, tensors in staged:
                 try:
                     computed.append((batch, self._bind_results(self._call(tensors))))
                 except TridentError as error:
-                    self._fail(requests, responses, batch, error)
+                    responses.fail(batch, error)
                 except Exception as exc:  # the model's own code raised
                     error = ModelExecutionError(f"the PyTorch model raised {_describe(exc)}")
-                    self._fail(requests, responses, batch, error)
+                    responses.fail(batch, error)
             timing.output_start_ns = time.monotonic_ns()
             for batch, results in computed:
                 try:
                     arrays = {name: self._to_numpy(name, t) for name, t in results.items()}
-                    per_request = split_outputs(batch, arrays)
                 except TridentError as error:
-                    self._fail(requests, responses, batch, error)
+                    responses.fail(batch, error)
                     continue
-                for index, outputs in zip(batch.indices, per_request):
-                    responses[index] = make_response(
-                        requests[index],
-                        outputs,
-                        self._specs,
-                        self._model_name,
-                        self._version,
-                        self._batched,
-                    )
-        return responses  # type: ignore[return-value]  # every slot is filled above
+                responses.respond(batch, arrays)
+        return responses.result()
 
     @contextlib.contextmanager
     def _grad_mode(self) -> Iterator[None]:
@@ -345,18 +336,6 @@ class PyTorchInstance(ModelInstance):
         if tensor.dtype is torch.bfloat16:
             return tensor.view(torch.int16).numpy().view(np.uint16)
         return tensor.numpy()
-
-    def _fail(
-        self,
-        requests: list[InferenceRequest],
-        responses: list[InferenceResponse | None],
-        batch: Batch,
-        error: TridentError,
-    ) -> None:
-        for index in batch.indices:
-            responses[index] = error_response(
-                requests[index], error, self._model_name, self._version
-            )
 
     def close(self) -> None:
         self._module = None

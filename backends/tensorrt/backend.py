@@ -25,12 +25,10 @@ import numpy as np
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
 from trident.backends.batching import (
     Batch,
-    error_response,
+    BatchResponses,
     form_batches,
-    make_response,
     output_specs,
     requested_output_names,
-    split_outputs,
 )
 from trident.backends.model_signature import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -173,7 +171,9 @@ class TensorRTInstance(ModelInstance):
         self, requests: list[InferenceRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
         torch = self._torch
-        responses: list[InferenceResponse | None] = [None] * len(requests)
+        responses = BatchResponses(
+            requests, self._specs, self._model_name, self._version, self._batched
+        )
         batches = form_batches(requests, self._batched)
         timing.input_end_ns = time.monotonic_ns()  # inputs are copied inside each run below
         finished: list[tuple[Batch, dict[str, np.ndarray]]] = []
@@ -183,24 +183,11 @@ class TensorRTInstance(ModelInstance):
                 try:
                     finished.append((batch, self._run(batch, names)))
                 except TridentError as error:
-                    self._fail(requests, responses, batch, error)
+                    responses.fail(batch, error)
         timing.output_start_ns = time.monotonic_ns()
         for batch, outputs in finished:
-            try:
-                per_request = split_outputs(batch, outputs)
-            except TridentError as error:
-                self._fail(requests, responses, batch, error)
-                continue
-            for index, request_outputs in zip(batch.indices, per_request):
-                responses[index] = make_response(
-                    requests[index],
-                    request_outputs,
-                    self._specs,
-                    self._model_name,
-                    self._version,
-                    self._batched,
-                )
-        return responses  # type: ignore[return-value]  # every slot is filled above
+            responses.respond(batch, outputs)
+        return responses.result()
 
     def _run(self, batch: Batch, output_names: list[str]) -> dict[str, np.ndarray]:
         torch, context = self._torch, self._context
@@ -251,18 +238,6 @@ class TensorRTInstance(ModelInstance):
         else:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
         return tensor.to(self._device, non_blocking=True)
-
-    def _fail(
-        self,
-        requests: list[InferenceRequest],
-        responses: list[InferenceResponse | None],
-        batch: Batch,
-        error: TridentError,
-    ) -> None:
-        for index in batch.indices:
-            responses[index] = error_response(
-                requests[index], error, self._model_name, self._version
-            )
 
     def close(self) -> None:
         self._context = None
