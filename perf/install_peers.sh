@@ -7,30 +7,43 @@
 #   .tools/triton-venv         nvidia-pytriton==0.7.0 (ships tritonserver 2.51 and the Python
 #                              backend), with the python_backend stub matching the venv's Python
 #                              copied into tritonserver/backends/python/.
+#                              With --with-onnxruntime also onnxruntime (the version Trident's
+#                              .venv has, when there is one), for Python-backend models that run
+#                              an ONNX Runtime session (perf/bench_onnx_overhead.py).
 #
 # Each peer gets a virtual environment of its own: tritonclient 2.48 pins numpy<2 and protobuf<5,
 # which would clash with Trident's environment. Idempotent: a finished step is skipped, so running
 # it again is cheap.
 #
 # Usage: perf/install_peers.sh [--python PYTHON] [--perf-analyzer-only] [--with-py-spy]
+#                              [--with-onnxruntime]
 #   --python PYTHON  interpreter the venvs are made from (default: python3)
 #   --perf-analyzer-only
 #                    skip the real Triton (the tests need only perf_analyzer; `make test` uses it)
 #   --with-py-spy    also install py-spy (a sampling profiler) into the perf_analyzer venv, to see
 #                    where a server's time goes during a benchmark
+#   --with-onnxruntime
+#                    also install onnxruntime into the Triton venv (ignored with
+#                    --perf-analyzer-only)
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools_dir="${TRIDENT_TOOLS_DIR:-${repo_root}/.tools}"  # same override as perf/peers.py
 python_bin="python3"
 with_py_spy=0
+with_onnxruntime=0
 perf_analyzer_only=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --python) python_bin="$2"; shift 2 ;;
         --with-py-spy) with_py_spy=1; shift ;;
+        --with-onnxruntime) with_onnxruntime=1; shift ;;
         --perf-analyzer-only) perf_analyzer_only=1; shift ;;
-        *) echo "usage: $0 [--python PYTHON] [--perf-analyzer-only] [--with-py-spy]" >&2; exit 2 ;;
+        *)
+            echo "usage: $0 [--python PYTHON] [--perf-analyzer-only] [--with-py-spy]" \
+                "[--with-onnxruntime]" >&2
+            exit 2
+            ;;
     esac
 done
 
@@ -121,6 +134,25 @@ install_tritonserver() {
     fi
 }
 
+install_triton_onnxruntime() {
+    # Same onnxruntime as Trident's own venv, so a comparison measures the servers, not two
+    # ONNX Runtime releases; any release when that venv is missing.
+    local wanted="" installed
+    if [[ -x "${repo_root}/.venv/bin/python" ]]; then
+        wanted="$("${repo_root}/.venv/bin/python" -c \
+            'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || true)"
+    fi
+    installed="$("${triton_venv}/bin/python" -c \
+        'import onnxruntime; print(onnxruntime.__version__)' 2>/dev/null || true)"
+    if [[ -n "${installed}" && ( -z "${wanted}" || "${installed}" == "${wanted}" ) ]]; then
+        log "onnxruntime ${installed} already installed in ${triton_venv}"
+        return
+    fi
+    log "installing onnxruntime${wanted:+==${wanted}} into ${triton_venv}"
+    # numpy stays whatever pytriton installed (onnxruntime works with numpy 1.x and 2.x).
+    "${triton_venv}/bin/python" -m pip install --quiet "onnxruntime${wanted:+==${wanted}}" numpy
+}
+
 check_tools() {
     local cudart_dir
     cudart_dir="$("${pa_venv}/bin/python" -c \
@@ -150,6 +182,9 @@ install_libb64
 install_perf_analyzer
 if [[ "${perf_analyzer_only}" == 0 ]]; then
     install_tritonserver
+    if [[ "${with_onnxruntime}" == 1 ]]; then
+        install_triton_onnxruntime
+    fi
 fi
 if [[ "${with_py_spy}" == 1 ]]; then
     install_py_spy

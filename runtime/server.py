@@ -8,6 +8,7 @@ import logging
 import signal
 
 from trident.backends.registry import BackendRegistry
+from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
 from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.model_manager import ModelManager
 from trident.runtime.core.repository import ModelRepository
@@ -38,6 +39,8 @@ class TridentServer:
             response_cache=create_response_cache(settings.cache_config),
         )
         self.shared_memory = SharedMemoryRegistry()
+        # Opens the CUDA runtime on the first CUDA registration only (none without a GPU).
+        self.cuda_shared_memory = CudaSharedMemoryRegistry()
         self.log_settings = LogSettings(
             log_file=settings.log_file,
             log_info=settings.log_info,
@@ -51,6 +54,7 @@ class TridentServer:
             self.log_settings,
             TraceSettings(),
             strict_readiness=settings.strict_readiness,
+            cuda_shared_memory=self.cuda_shared_memory,
         )
         self._frontends: list[object] = []
         self.http_port = 0
@@ -117,6 +121,10 @@ class TridentServer:
                 logger.exception("stopping a frontend failed")
         await self.models.stop()
         self.shared_memory.unregister()
+        try:
+            self.cuda_shared_memory.unregister()
+        except TridentError:
+            logger.exception("closing CUDA shared memory regions failed")
 
     async def serve_forever(self) -> None:
         """Start, serve until SIGINT or SIGTERM, then stop."""

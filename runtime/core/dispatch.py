@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from trident.runtime.errors import (
+    AlreadyExistsError,
     InvalidArgumentError,
+    NotFoundError,
     TridentError,
     UnavailableError,
     UnsupportedError,
@@ -29,8 +31,10 @@ from trident.runtime.types import (
     CONFIG_TYPE_TO_DATATYPE,
     InferenceRequest,
     InferenceResponse,
+    Tensor,
 )
 
+from .cuda_shared_memory import CudaSharedMemoryRegistry, CudaShmRegionStatus
 from .loaded_model import LoadedModel
 from .model_config import message_to_dict
 from .model_manager import ModelManager, RepositoryIndexEntry
@@ -58,6 +62,8 @@ EXTENSIONS = (
     "logging",
     "generate",
 )
+#: Advertised (after system_shared_memory, as Triton lists it) only where a GPU is visible.
+CUDA_SHARED_MEMORY_EXTENSION = "cuda_shared_memory"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +83,14 @@ class DataPlane:
         log_settings: LogSettings,
         trace_settings: TraceSettings,
         strict_readiness: bool = True,
+        cuda_shared_memory: CudaSharedMemoryRegistry | None = None,
     ) -> None:
         self.models = models
         self.shared_memory = shared_memory
+        # Opens libcudart only on the first CUDA registration, never here.
+        if cuda_shared_memory is None:
+            cuda_shared_memory = CudaSharedMemoryRegistry()
+        self.cuda_shared_memory = cuda_shared_memory
         self.log_settings = log_settings
         self.trace_settings = trace_settings
         self.strict_readiness = strict_readiness
@@ -108,7 +119,11 @@ class DataPlane:
         return self.models.all_ready()
 
     def server_metadata(self) -> ServerMetadata:
-        return ServerMetadata(SERVER_NAME, PROTOCOL_VERSION, EXTENSIONS)
+        extensions = EXTENSIONS
+        if self.cuda_shared_memory.available():
+            at = EXTENSIONS.index("system_shared_memory") + 1
+            extensions = (*EXTENSIONS[:at], CUDA_SHARED_MEMORY_EXTENSION, *EXTENSIONS[at:])
+        return ServerMetadata(SERVER_NAME, PROTOCOL_VERSION, extensions)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         return self.models.is_ready(name, _parse_version(version))
@@ -175,7 +190,7 @@ class DataPlane:
         try:
             validate_request(request, model)
             if model.uses_shared_memory(request):
-                self.shared_memory.read_inputs(request.inputs)
+                self._read_shared_memory_inputs(request)
             if model.has_reshape:
                 apply_reshapes(request, model)
         except TridentError as error:
@@ -184,6 +199,21 @@ class DataPlane:
             model.stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
             raise error
         return model
+
+    def _read_shared_memory_inputs(self, request: InferenceRequest) -> None:
+        # A region name belongs to at most one kind (registration enforces it, as in Triton):
+        # a name the CUDA registry holds is a CUDA region; any other is looked up as system
+        # shared memory, which reports the unknown ones.
+        on_gpu: list[Tensor] = []
+        on_host: list[Tensor] = []
+        for tensor in request.inputs:
+            if tensor.shared_memory is not None:
+                in_cuda = tensor.shared_memory.region in self.cuda_shared_memory
+                (on_gpu if in_cuda else on_host).append(tensor)
+        if on_host:
+            self.shared_memory.read_inputs(on_host)
+        if on_gpu:
+            self.cuda_shared_memory.read_inputs(on_gpu)
 
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         """Run one request on a non-decoupled model and return its response.
@@ -250,7 +280,7 @@ class DataPlane:
         response.model_name = model.name
         response.model_version = str(model.version)
         response.id = request.id
-        finish_outputs(model, request, response, self.shared_memory)
+        finish_outputs(model, request, response, self.shared_memory, self.cuda_shared_memory)
         return response
 
     # ---------------------------------------------------------------- model repository
@@ -274,15 +304,41 @@ class DataPlane:
         return self.shared_memory.status(name)
 
     def system_shm_register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        # System and CUDA regions share one namespace (as in Triton), so a request's
+        # shared_memory_region names exactly one region.
+        if name in self.cuda_shared_memory:
+            raise AlreadyExistsError(
+                f"shared memory region '{name}' is already registered as CUDA shared memory; "
+                "unregister it first"
+            )
         self.shared_memory.register(name, key, offset, byte_size)
 
     def system_shm_unregister(self, name: str = "") -> None:
         self.shared_memory.unregister(name)
 
-    def cuda_shm_unsupported(self) -> UnsupportedError:
-        return UnsupportedError(
-            "CUDA shared memory is not available: this Trident server runs without a GPU"
-        )
+    def cuda_shm_status(self, name: str = "") -> list[CudaShmRegionStatus]:
+        return self.cuda_shared_memory.status(name)
+
+    def cuda_shm_register(
+        self, name: str, raw_handle: bytes, device_id: int, byte_size: int
+    ) -> None:
+        """Register a CUDA IPC handle; UnsupportedError where there is no GPU."""
+        if name and self._is_system_region(name):
+            raise AlreadyExistsError(
+                f"shared memory region '{name}' is already registered as system shared "
+                "memory; unregister it first"
+            )
+        self.cuda_shared_memory.register(name, raw_handle, device_id, byte_size)
+
+    def cuda_shm_unregister(self, name: str = "") -> None:
+        self.cuda_shared_memory.unregister(name)
+
+    def _is_system_region(self, name: str) -> bool:
+        try:
+            self.shared_memory.status(name)
+        except NotFoundError:
+            return False
+        return True
 
     # ---------------------------------------------------------------- trace and log settings
 

@@ -83,9 +83,6 @@ class ModelPreparer:
             # A bad sequence_batching fails here, before any instance is created.
             SequenceSettings.from_model_config(config, model_dir)
         elif config.HasField("dynamic_batching") and config.max_batch_size > 0:
-            batching = config.dynamic_batching
-            if not batching.preferred_batch_size:  # as Triton's normalized config shows it
-                batching.preferred_batch_size.append(config.max_batch_size)
             BatcherSettings.from_config(config)  # likewise a bad dynamic_batching
         build_samples(config, model_dir)  # a bad model_warmup fails before instances load
         versions = versions_to_serve(config, available)

@@ -11,6 +11,7 @@ from trident.runtime.errors import InternalError, InvalidArgumentError
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 if TYPE_CHECKING:
+    from .cuda_shared_memory import CudaSharedMemoryRegistry
     from .loaded_model import LoadedModel
     from .shared_memory import SharedMemoryRegistry
 
@@ -20,6 +21,7 @@ def finish_outputs(
     request: InferenceRequest,
     response: InferenceResponse,
     shared_memory: SharedMemoryRegistry,
+    cuda_shared_memory: CudaSharedMemoryRegistry | None = None,
 ) -> None:
     if not request.outputs:
         return
@@ -41,7 +43,11 @@ def finish_outputs(
                 model.max_batch_size > 0,
             )
         if wanted.shared_memory is not None:
-            shared_memory.write_output(tensor, wanted.shared_memory)
+            # Region names are unique across system and CUDA shared memory (see dispatch.py).
+            if cuda_shared_memory is not None and wanted.shared_memory.region in cuda_shared_memory:
+                cuda_shared_memory.write_output(tensor, wanted.shared_memory)
+            else:
+                shared_memory.write_output(tensor, wanted.shared_memory)
         selected.append(tensor)
     response.outputs = selected
 

@@ -231,22 +231,31 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
     async def CudaSharedMemoryStatus(
         self, request: gs.CudaSharedMemoryStatusRequest, context: Any
     ) -> Any:
-        # No CUDA region can ever be registered, so there is none to report.
-        return gs.CudaSharedMemoryStatusResponse()
+        response = gs.CudaSharedMemoryStatusResponse()
+        for region in self._dataplane.cuda_shm_status(request.name):
+            status = response.regions[region.name]
+            status.name = region.name
+            status.device_id = region.device_id
+            status.byte_size = region.byte_size
+        return response
 
     @_translate_errors
     async def CudaSharedMemoryRegister(
         self, request: gs.CudaSharedMemoryRegisterRequest, context: Any
     ) -> Any:
-        raise self._dataplane.cuda_shm_unsupported()
+        # UNIMPLEMENTED where the server has no GPU.
+        self._dataplane.cuda_shm_register(
+            request.name, request.raw_handle, request.device_id, request.byte_size
+        )
+        return gs.CudaSharedMemoryRegisterResponse()
 
     @_translate_errors
     async def CudaSharedMemoryUnregister(
         self, request: gs.CudaSharedMemoryUnregisterRequest, context: Any
     ) -> Any:
-        # Nothing is ever registered, so unregistering succeeds (as in Triton for an unknown
-        # name). perf_analyzer calls UnregisterCudaSharedMemory("") before every
-        # shared-memory run and stops if it fails.
+        # An unknown name (or none registered) succeeds, as in Triton: perf_analyzer calls
+        # UnregisterCudaSharedMemory("") before every shared-memory run and stops if it fails.
+        self._dataplane.cuda_shm_unregister(request.name)
         return gs.CudaSharedMemoryUnregisterResponse()
 
     # ------------------------------------------------------------------ trace and logging

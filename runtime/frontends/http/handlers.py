@@ -8,6 +8,8 @@ They raise TridentError for anything the client got wrong; server.py turns those
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import gzip
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +22,6 @@ from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.model_config import message_to_dict
 from trident.runtime.errors import (
     InvalidArgumentError,
-    NotFoundError,
     TridentError,
     UnsupportedError,
 )
@@ -339,15 +340,37 @@ class HttpHandlers:
     async def cuda_shared_memory(
         self, request: web.BaseRequest, region: str, action: str
     ) -> web.Response:
-        # No CUDA shared memory in this server: nothing is ever registered, so status lists
-        # nothing and unregister has nothing to do; only register is refused.
+        # Without a GPU nothing can be registered: register is 501, status lists nothing and
+        # unregister succeeds (perf_analyzer unregisters all CUDA regions before every run).
         if action == "status":
-            if region:
-                raise NotFoundError(f"Unable to find cuda shared memory region: '{region}'")
-            return json_response([])
-        await self.read_body(request)
+            return json_response(
+                [
+                    {
+                        "name": status.name,
+                        "device_id": status.device_id,
+                        "byte_size": status.byte_size,
+                    }
+                    for status in self.dataplane.cuda_shm_status(region)
+                ]
+            )
+        body = await self.read_body(request)
         if action == "register":
-            raise self.dataplane.cuda_shm_unsupported()
+            if not region:
+                raise InvalidArgumentError(
+                    "'region name' is necessary to register cuda shared memory region"
+                )
+            document = codec.parse_json_object(body, "register request")
+            for key in ("raw_handle", "device_id", "byte_size"):
+                if key not in document:
+                    raise InvalidArgumentError(
+                        f"Shared memory register request has no '{key}' field"
+                    )
+            raw_handle = _register_raw_handle(document["raw_handle"])
+            device_id = _register_uint(document["device_id"], "device_id")
+            byte_size = _register_uint(document["byte_size"], "byte_size")
+            self.dataplane.cuda_shm_register(region, raw_handle, device_id, byte_size)
+        else:
+            self.dataplane.cuda_shm_unregister(region)
         return web.Response(body=b"", headers=JSON_HEADERS)
 
     # ------------------------------------------------------------------ trace and logging
@@ -435,6 +458,21 @@ def _register_uint(value: Any, key: str) -> int:
             f"Unable to parse '{key}' of the register request: expected a non-negative integer"
         )
     return value
+
+
+def _register_raw_handle(value: Any) -> bytes:
+    """`"raw_handle": {"b64": "..."}`: the cudaIpcMemHandle_t bytes, base64-encoded."""
+    encoded = value.get("b64") if isinstance(value, dict) else None
+    if not isinstance(encoded, str):
+        raise InvalidArgumentError(
+            "Unable to parse 'raw_handle' of the register request: expected {\"b64\": string}"
+        )
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgumentError(
+            "Unable to parse 'raw_handle' of the register request: 'b64' is not valid base64"
+        ) from None
 
 
 def _trace_values(key: str, value: Any) -> list[str] | None:
