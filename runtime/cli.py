@@ -257,6 +257,15 @@ def _run(settings: ServerSettings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv in (["-h"], ["--help"]):
+        # `trident --help` explains every flag: the one command's help follows the overview.
+        parser.print_help()
+        print("\nCOMMAND serve (the default when the first argument is a flag):\n")
+        parser.parse_args(["serve", "--help"])
+    if argv and argv[0].startswith("--") and argv[0] not in ("--version", "--help", "-h"):
+        # tritonserver-style launch lines: `trident --model-repository=/models ...`
+        argv.insert(0, "serve")
     args = parser.parse_args(argv)
     if args.command != "serve":
         parser.print_help()

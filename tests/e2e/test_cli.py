@@ -124,3 +124,19 @@ def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "is not a folder" in result.stderr
+
+
+def test_top_level_help_explains_every_flag_and_flags_alone_mean_serve() -> None:
+    result = subprocess.run(
+        [*trident_command(), "--help"], capture_output=True, text=True, check=True
+    )
+    assert "--strict-readiness" in result.stdout
+    assert "--model-control-mode" in result.stdout
+    as_tritonserver = subprocess.run(
+        [*trident_command(), "--model-repository=/nonexistent-repo", "--http-port=0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert as_tritonserver.returncode == 1
+    assert "is not a folder" in as_tritonserver.stderr
