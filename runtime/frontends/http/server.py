@@ -13,8 +13,8 @@ Deliberate differences from Triton 2.51 (each one a Triton wart or a missing fea
 - /generate on a model that sends other than exactly one response is a 400, not a 200 whose
   body is an error.
 - Error statuses follow the error (404 unknown model, 503 unavailable, ...) on every endpoint.
-- CUDA shared memory: status lists nothing and unregister succeeds (nothing can be registered);
-  register is 501.
+- CUDA shared memory works where a GPU is visible; without one register is 501 while status
+  lists nothing and unregister succeeds.
 """
 
 from __future__ import annotations
