@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections import deque
 
-from trident.runtime.core.instances import InstanceWorker
+from trident.runtime.core.instances import InstanceWorker, Outcome
 from trident.runtime.core.stats import ModelStats
 from trident.runtime.errors import TridentError, UnavailableError
 from trident.runtime.types import InferenceRequest
@@ -51,7 +51,10 @@ class DirectScheduler(Scheduler):
         if self._stopping:
             raise UnavailableError(f"model '{self._model_name}' is unloading")
         if self._idle:
-            self._start(self._idle.pop(), request)
+            worker = self._idle.pop()
+            if worker.runs_inline and self._run_now(worker, request):
+                return
+            self._start(worker, request)
         else:
             self._queue.append(request)
             self._stats.pending = len(self._queue)
@@ -123,16 +126,38 @@ class DirectScheduler(Scheduler):
         self._stats.record_failure(error.failure_reason, request.arrival_ns, now)
         request.responder.fail(error)
 
+    def _run_now(self, worker: InstanceWorker, request: InferenceRequest) -> bool:
+        """Run `request` inline, before `submit` returns: no task, no loop turn, and the
+        caller finds its response ready. False when the instance asked for its thread after
+        all (the worker is then still taken, for the caller to start on it)."""
+        queue_end = time.monotonic_ns()
+        try:
+            outcome = worker.execute_now([request])
+        except TridentError as error:
+            self._fail(request, error, time.monotonic_ns())
+            self._idle.append(worker)
+            return True
+        if outcome is None:
+            return False
+        self._finish(request, outcome, queue_end)
+        self._idle.append(worker)
+        return True
+
     async def _execute(self, worker: InstanceWorker, request: InferenceRequest) -> None:
         queue_end = time.monotonic_ns()
         if request.cancellation.cancelled:
             self._fail(request, cancelled_error(request), queue_end)
             return
         try:
-            responses, start, input_end, output_start, end = await worker.execute([request])
+            outcome = await worker.execute([request])
         except TridentError as error:
             self._fail(request, error, time.monotonic_ns())
             return
+        self._finish(request, outcome, queue_end)
+
+    def _finish(self, request: InferenceRequest, outcome: Outcome, queue_end: int) -> None:
+        """Record the execution and deliver its response."""
+        responses, start, input_end, output_start, end = outcome
         stats = self._stats
         stats.record_execution(
             batch_size_of(request, self._batched), start, input_end, output_start, end
