@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned: this version has a CPU build here; an unpinned torch pulls GBs of CUDA wheels.
 TORCH ?= torch==2.13.0
-PYTEST_ARGS ?=
+# One rerun for a failed test: some integration tests assert on timing (queue delays,
+# cancellation) and CI machines are shared. A real failure fails twice; reruns are listed (-rR).
+PYTEST_ARGS ?= -q -rsR --reruns 1
 
 .PHONY: install install-test serve test lint bench
 
