@@ -30,6 +30,7 @@ serve: install
 
 test: install-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(PY)

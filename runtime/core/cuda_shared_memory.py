@@ -251,7 +251,7 @@ class CudaSharedMemoryRegistry:
             if tensor.datatype == "BYTES":
                 raw = np.empty(ref.byte_size, dtype=np.uint8)
                 self._copy(region, ref, raw, to_device=False)
-                tensor.data = deserialize_bytes_tensor(memoryview(raw), count).reshape(tensor.shape)
+                tensor.data = deserialize_bytes_tensor(raw.data, count).reshape(tensor.shape)
                 continue
             dtype = DATATYPE_TO_NUMPY[tensor.datatype]
             if count * dtype.itemsize != ref.byte_size:

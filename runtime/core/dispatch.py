@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ SERVER_NAME = "trident"
 #: The Triton release whose protocol surface Trident implements (reported as the version).
 PROTOCOL_VERSION = "2.51.0"
 
-EXTENSIONS = (
+EXTENSIONS: tuple[str, ...] = (
     "classification",
     "sequence",
     "model_repository",
@@ -154,6 +154,7 @@ class DataPlane:
 
     def model_statistics(self, name: str = "", version: str = "") -> gs.ModelStatisticsResponse:
         response = gs.ModelStatisticsResponse()
+        models: Iterable[LoadedModel]
         if name:
             models = self.models.loaded_versions_of(name, _parse_version(version))
         else:

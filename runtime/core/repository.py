@@ -7,7 +7,7 @@ import base64
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -113,7 +113,7 @@ def fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(sorted(entries))
 
 
-def write_override_files(name: str, files: dict[str, bytes | str]) -> Path:
+def write_override_files(name: str, files: Mapping[str, bytes | str]) -> Path:
     """Write `file:<path>` load parameters into a fresh temporary model folder."""
     root = Path(tempfile.mkdtemp(prefix="trident-override-"))
     model_dir = root / name

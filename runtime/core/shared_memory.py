@@ -150,7 +150,7 @@ class SharedMemoryRegistry:
         if tensor.datatype == "BYTES":
             payload: bytes | memoryview = serialize_bytes_tensor(tensor.data)
         else:
-            payload = memoryview(np.ascontiguousarray(tensor.data)).cast("B")
+            payload = np.ascontiguousarray(tensor.data).data.cast("B")
         if len(payload) > ref.byte_size:
             raise InvalidArgumentError(
                 f"output '{tensor.name}' needs {len(payload)} bytes but shared memory region "

@@ -7,6 +7,7 @@ where Triton leaves it out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.protocol import model_config_pb2 as mc
@@ -41,7 +42,7 @@ def tensor_specs(
     return specs
 
 
-class _ModelView:
+class _ModelView(Protocol):
     """What validation needs from a loaded model (see LoadedModel)."""
 
     name: str

@@ -103,6 +103,7 @@ class TimerFdTimer:
     def _arm(self, deadline_ns: int) -> None:
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = divmod(deadline_ns, 1_000_000_000)
+        assert _LIBC is not None  # a timer exists only where timerfd was found
         if _LIBC.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None):
             raise OSError(ctypes.get_errno(), "timerfd_settime failed")
         self._armed_ns = deadline_ns

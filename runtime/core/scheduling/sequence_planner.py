@@ -521,7 +521,7 @@ class SequencePlanner:
 
     def drain(self) -> list[InferenceRequest]:
         """Remove and return every queued request (the model is unloading)."""
-        drained = []
+        drained: list[InferenceRequest] = []
         sequences = [s for instance in self._instances for s in instance.slots if s is not None]
         for sequence in [*sequences, *self._backlog]:
             drained.extend(queued.request for queued in sequence.queue)
