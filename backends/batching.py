@@ -9,6 +9,7 @@ first dimension as views, without copies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,15 +46,37 @@ class OutputSpec:
     name: str
     datatype: str
     reshape_to: tuple[int, ...] | None = None
+    #: An implicit-state output of the sequence batcher: every response keeps it, asked for or
+    #: not, because the batcher feeds it to the sequence's next request (and takes it out of
+    #: the client's response unless the config also lists it as an output).
+    state: bool = False
 
 
 def output_specs(config: mc.ModelConfig) -> dict[str, OutputSpec]:
+    """The config's outputs and the sequence batcher's state outputs (marked `state`)."""
     specs = {}
     for output in config.output:
         datatype = CONFIG_TYPE_TO_DATATYPE.get(mc.DataType.Name(output.data_type), "")
         reshape_to = tuple(output.dims) if output.HasField("reshape") else None
         specs[output.name] = OutputSpec(output.name, datatype, reshape_to)
+    for state in config.sequence_batching.state:
+        datatype = CONFIG_TYPE_TO_DATATYPE.get(mc.DataType.Name(state.data_type), "")
+        spec = specs.get(state.output_name)
+        reshape_to = spec.reshape_to if spec is not None else None
+        specs[state.output_name] = OutputSpec(state.output_name, datatype, reshape_to, True)
     return specs
+
+
+def state_output_names(config: mc.ModelConfig) -> list[str]:
+    """The sequence batcher's implicit-state outputs (`sequence_batching.state[].output_name`)."""
+    return [state.output_name for state in config.sequence_batching.state]
+
+
+def fetched_output_names(config: mc.ModelConfig) -> list[str]:
+    """What a framework backend fetches from the model: the config's outputs, then the state
+    outputs it does not list."""
+    names = [output.name for output in config.output]
+    return names + [name for name in state_output_names(config) if name not in names]
 
 
 def request_inputs(request: InferenceRequest) -> dict[str, Tensor]:
@@ -126,11 +149,15 @@ def split_outputs(batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict[str
 
 
 def requested_output_names(
-    requests: list[InferenceRequest], batch: Batch, all_names: list[str]
+    requests: list[InferenceRequest],
+    batch: Batch,
+    all_names: list[str],
+    always: Iterable[str] = (),
 ) -> list[str]:
     """The outputs any request of the batch asked for (all of them when one asked for none),
-    in config order, so the framework can skip computing or copying the rest."""
-    wanted: set[str] = set()
+    in config order, so the framework can skip computing or copying the rest. Implicit-state
+    outputs (`always`) are fetched whatever the requests ask for."""
+    wanted: set[str] = set(always)
     for index in batch.indices:
         named = requests[index].outputs
         if not named:
@@ -147,8 +174,11 @@ def make_response(
     model_version: int,
     batched: bool,
 ) -> InferenceResponse:
-    """The response for one request: the outputs it asked for (all when it named none)."""
+    """The response for one request: the outputs it asked for (all when it named none), and
+    always the implicit-state outputs, which the sequence batcher needs."""
     names = [output.name for output in request.outputs] or list(outputs)
+    if request.outputs:
+        names += [name for name, spec in specs.items() if spec.state and name not in names]
     tensors = []
     for name in names:
         array = outputs.get(name)

@@ -10,7 +10,9 @@ Auto-complete (Triton's, `--strict-model-config=false`, the default):
   declares some tensor with the model's full shape (batch dimension included) keeps
   max_batch_size 0, since that is what its dims mean;
 - missing inputs / outputs are filled from the file, `dims` without the batch dimension; a
-  scalar becomes `dims: [1]` with `reshape: { shape: [] }`.
+  scalar becomes `dims: [1]` with `reshape: { shape: [] }`. The sequence batcher's control
+  inputs and implicit-state inputs and outputs (`sequence_batching`) are left out: the server
+  supplies and consumes them, so clients neither send nor see them.
 With strict config the config must already be complete; it is checked against the model file.
 """
 
@@ -73,6 +75,20 @@ class ModelSignature:
         """Triton's rule: every input and output has a variable first dimension."""
         tensors = [t for t in self.inputs if not t.optional] + self.outputs
         return bool(tensors) and all(t.shape and t.shape[0] == -1 for t in tensors)
+
+
+def batcher_inputs(config: mc.ModelConfig) -> set[str]:
+    """The inputs the sequence batcher adds to every request: its control inputs and the
+    implicit-state inputs."""
+    sequence = config.sequence_batching
+    return {control.name for control in sequence.control_input} | {
+        state.input_name for state in sequence.state
+    }
+
+
+def state_outputs(config: mc.ModelConfig) -> set[str]:
+    """The implicit-state outputs the sequence batcher takes from every response."""
+    return {state.output_name for state in config.sequence_batching.state}
 
 
 def find_model_file(model_dir: Path, config: mc.ModelConfig, filename: str) -> Path | None:
@@ -201,10 +217,13 @@ def complete_config(
             "dimension): set max_batch_size: 0"
         )
     batched = config.max_batch_size > 0
+    supplied = batcher_inputs(config)
     if not config.input:
-        _fill(config.input, [t for t in signature.inputs if not t.optional], batched, where)
+        inputs = [t for t in signature.inputs if not t.optional and t.name not in supplied]
+        _fill(config.input, inputs, batched, where)
     if not config.output:
-        _fill(config.output, signature.outputs, batched, where)
+        states = state_outputs(config)
+        _fill(config.output, [t for t in signature.outputs if t.name not in states], batched, where)
 
 
 def _declares_full_shapes(config: mc.ModelConfig, signature: ModelSignature) -> bool:
@@ -264,13 +283,24 @@ def check_config(config: mc.ModelConfig, signature: ModelSignature) -> None:
             problem = _compare(kind, tensor, found, config.max_batch_size, source)
             if problem:
                 problems.append(problem)
-    declared_inputs = {t.name for t in config.input}
+    # The sequence batcher supplies its control and state inputs; clients never send them.
+    supplied = batcher_inputs(config)
+    declared_inputs = {t.name for t in config.input} | supplied
     for tensor in signature.inputs:
         if not tensor.optional and tensor.name not in declared_inputs:
             problems.append(
                 f"{source} needs input '{tensor.name}' ({tensor.describe()}) but config.pbtxt "
                 "does not declare it"
             )
+    model_inputs = {t.name for t in signature.inputs}
+    for name in sorted(supplied - model_inputs):
+        problems.append(
+            f"sequence_batching feeds input '{name}' to every request but {source} has no "
+            "such input"
+        )
+    model_outputs = {t.name for t in signature.outputs}
+    for name in sorted(state_outputs(config) - model_outputs):
+        problems.append(f"sequence_batching state output '{name}' is not an output of {source}")
     if batched and signature.batch_limit and config.max_batch_size > signature.batch_limit:
         problems.append(
             f"max_batch_size {config.max_batch_size} is above the largest batch "

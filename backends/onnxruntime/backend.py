@@ -20,10 +20,12 @@ from trident.backends.base import Backend, ComputeTiming, InstanceContext, Model
 from trident.backends.batching import (
     Batch,
     BatchResponses,
+    fetched_output_names,
     form_batches,
     output_specs,
     request_arrays,
     requested_output_names,
+    state_output_names,
 )
 from trident.backends.model_signature import DEFAULT_MAX_BATCH_SIZE, auto_complete, check_config
 from trident.runtime.errors import (
@@ -111,7 +113,10 @@ class OnnxRuntimeInstance(ModelInstance):
                 )
         check_config(config, session_signature(self._session, path.name))
         self._run_options = run_options(ort, config)
-        self._output_names = [output.name for output in config.output]
+        # The sequence batcher's state outputs are fetched too, whether or not config.output
+        # lists them: it feeds them to the sequence's next request.
+        self._output_names = fetched_output_names(config)
+        self._state_outputs = state_output_names(config)
         self._specs = output_specs(config)
         self._string_inputs = {t.name for t in config.input if t.data_type == mc.TYPE_STRING}
         self._string_outputs = {t.name for t in config.output if t.data_type == mc.TYPE_STRING}
@@ -134,7 +139,7 @@ class OnnxRuntimeInstance(ModelInstance):
         timing.input_end_ns = time.monotonic_ns()
         finished: list[tuple[Batch, dict[str, np.ndarray]]] = []
         for batch in ready:
-            names = requested_output_names(requests, batch, self._output_names)
+            names = requested_output_names(requests, batch, self._output_names, self._state_outputs)
             try:
                 arrays = self._session.run(names, batch.inputs, self._run_options)
             except Exception as exc:
