@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="address the gRPC server binds (default: %(default)s)",
     )
     serve.add_argument(
+        "--grpc-implementation",
+        choices=("native", "grpcio"),
+        default=defaults.grpc_implementation,
+        help="the gRPC server: native (Trident's own HTTP/2 server on asyncio, fast) or grpcio "
+        "(grpc.aio) (default: %(default)s)",
+    )
+    serve.add_argument(
         "--metrics-address",
         default=defaults.metrics_address,
         help="address the metrics server binds (default: %(default)s)",
@@ -206,6 +213,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         http_max_input_size=args.http_max_input_size,
         allow_http=args.allow_http,
         allow_grpc=args.allow_grpc,
+        grpc_implementation=args.grpc_implementation,
         allow_metrics=args.allow_metrics,
         model_control_mode=args.model_control_mode,
         startup_models=list(args.load_model),

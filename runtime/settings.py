@@ -29,6 +29,9 @@ class ServerSettings:
     #: Serve HTTP / gRPC / metrics at all. Default true for each.
     allow_http: bool = True
     allow_grpc: bool = True
+    #: The gRPC server: "native" (Trident's own, on asyncio; the default and the fast one) or
+    #: "grpcio" (grpc.aio). Both serve the same services with the same servicers.
+    grpc_implementation: str = "native"
     allow_metrics: bool = True
     #: none: load everything at start, never change; poll: also reload what changes on disk;
     #: explicit: load only --load-model models at start, then through the repository API.

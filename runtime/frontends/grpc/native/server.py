@@ -1,0 +1,161 @@
+"""The native gRPC server: listens on a TCP port, routes each call to its servicer method.
+
+Why not grpc.aio: a Python gRPC server built on grpcio spends most of a small request's time in
+grpcio's own per-call machinery (completion-queue threads, cross-thread wake-ups, one Python
+object and several awaits per call event). The bare grpc.aio echo server in
+`../shared/reference/perf-baselines.md` stays below real Triton before doing any work. This server
+reads and answers a whole call in one `data_received` callback and one task, and writes the
+response (HEADERS, DATA and trailers) with one `transport.write`.
+
+It takes servicers through the registration functions grpcio's code generator writes
+(`add_XServicer_to_server(servicer, server)`), so the same servicers run on either server;
+`--grpc-implementation grpcio` selects grpc.aio instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import grpc
+
+from ..http2.connection import Http2Connection, Stream
+from ..http2.header_block import Headers, encode_headers
+from .call import ServerCall
+from .messages import SUPPORTED_ENCODINGS, parse_timeout, status_headers
+
+logger = logging.getLogger("trident.frontends.grpc")
+
+
+class _CallDetails(NamedTuple):
+    """What grpc's generic handlers look a method up by."""
+
+    method: str
+    invocation_metadata: Sequence[tuple[str, str]]
+
+
+class NativeGrpcServer:
+    """A gRPC server on the running event loop."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, grpc.RpcMethodHandler] = {}
+        self._generic_handlers: list[grpc.GenericRpcHandler] = []
+        self._server: asyncio.Server | None = None
+        self._connections: set[Http2Connection] = set()
+        #: Calls whose servicer method is running.
+        self.calls: set[ServerCall] = set()
+
+    # ------------------------------------------------------------------ registration
+    # The two methods grpcio's generated add_XServicer_to_server functions call.
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        for name, handler in handlers.items():
+            self._methods[f"/{service}/{name}"] = handler
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._generic_handlers.extend(handlers)
+
+    def _lookup(self, path: str) -> grpc.RpcMethodHandler | None:
+        handler = self._methods.get(path)
+        if handler is None:
+            details = _CallDetails(path, ())
+            for generic in self._generic_handlers:
+                handler = generic.service(details)  # type: ignore[arg-type]
+                if handler is not None:
+                    break
+        return handler
+
+    # ------------------------------------------------------------------ serving
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (0 picks a free port); returns the port bound."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_connection, host=host.strip("[]") or None, port=port, backlog=1024
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _new_connection(self) -> Http2Connection:
+        connection = Http2Connection(self._open_stream, self._connections.discard)
+        self._connections.add(connection)
+        return connection
+
+    def _open_stream(
+        self, connection: Http2Connection, stream: Stream, headers: Headers
+    ) -> ServerCall | _Rejected:
+        path = ""
+        content_type = ""
+        encoding = "identity"
+        timeout: float | None = None
+        for name, value in headers:
+            if name == ":path":
+                path = value
+            elif name == "content-type":
+                content_type = value
+            elif name == "grpc-encoding":
+                encoding = value
+            elif name == "grpc-timeout":
+                timeout = parse_timeout(value)
+        if not content_type.startswith("application/grpc"):
+            connection.send_headers(stream, encode_headers([(b":status", b"415")]), True)
+            return _REJECTED
+        method = self._lookup(path)
+        if method is None:
+            return _reject(connection, stream, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        if encoding not in SUPPORTED_ENCODINGS:
+            return _reject(
+                connection,
+                stream,
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"grpc-encoding {encoding!r} is not supported (use gzip or deflate)",
+            )
+        call = ServerCall(self, connection, stream, method, encoding, headers)
+        call.start(timeout)
+        return call
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let calls in flight finish for up to `grace` seconds, cancel what
+        still runs, and close every connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for connection in list(self._connections):
+            connection.go_away()
+        tasks = [call.task for call in self.calls if call.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for call in list(self.calls):
+                call.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
+        for connection in list(self._connections):
+            connection.close()
+        await asyncio.sleep(0)  # let the transports close
+
+
+class _Rejected:
+    """The handler of a stream answered at once: it ignores whatever else the client sends."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def end_received(self) -> None:
+        pass
+
+    def reset_received(self) -> None:
+        pass
+
+
+_REJECTED = _Rejected()
+
+
+def _reject(
+    connection: Http2Connection, stream: Stream, code: grpc.StatusCode, details: str
+) -> _Rejected:
+    connection.send_headers(stream, status_headers(code, details, trailers_only=True), True)
+    return _REJECTED
