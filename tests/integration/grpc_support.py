@@ -12,6 +12,9 @@ from tritonclient.utils import InferenceServerException
 
 from tests.helpers import IDENTITY_MODEL_PY, write_model
 
+#: The gRPC servers the gRPC tests run against: Trident's own (the default) and grpc.aio.
+GRPC_IMPLEMENTATIONS = ["native", "grpcio"]
+
 IDENT_CONFIG = """
 name: "ident"
 backend: "python"

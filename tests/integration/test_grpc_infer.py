@@ -17,15 +17,19 @@ from tests.helpers import running_server
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
 
-from .grpc_support import expect_code, wait_for, write_test_models
+from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code, wait_for, write_test_models
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
+def server(request, tmp_path_factory):
     repository = tmp_path_factory.mktemp("grpc_infer_repo")
     markers = tmp_path_factory.mktemp("markers")
     write_test_models(repository, markers)
-    with running_server(repository, allow_http=False) as running:
+    with running_server(
+        repository,
+        allow_http=False,
+        grpc_implementation=request.param,
+    ) as running:
         running.markers = markers  # type: ignore[attr-defined]
         yield running
 
