@@ -82,6 +82,9 @@ class ModelInstance(ABC):
     #: short (runtime/core/instances.py): saves the hand-off to its thread and back, the largest
     #: cost of a small request. Only for CPU instances without thread affinity.
     may_run_inline: bool = False
+    #: How long executions may average (CPU time) and still run inline; None: the core's
+    #: default (runtime/core/instances.py).
+    inline_threshold_ns: int | None = None
 
     @abstractmethod
     def execute(

@@ -35,6 +35,8 @@ logger = logging.getLogger("trident.backends.python")
 DEFAULT_MODEL_FILENAME = "model.py"
 #: How long an unload waits for a decoupled async model's running batches before cancelling them.
 _DRAIN_TIMEOUT_S = 30.0
+#: Python models run inline while their executions average under this (see ModelInstance).
+PYTHON_INLINE_THRESHOLD_NS = 2_000_000
 
 
 class PythonBackend(Backend):
@@ -121,6 +123,10 @@ class PythonModelInstance(ModelInstance):
             # Inline runs on the server's thread: not for GPU instances (the current CUDA device
             # is per thread) nor for decoupled models (they may keep sending from execute).
             self.may_run_inline = not self.is_async and not self.decoupled and context.kind == "CPU"
+            # A Python model holds the GIL for most of its execution, so its thread runs little
+            # in parallel with the event loop, and every hand-off of the GIL between the two can
+            # cost milliseconds under load: batches of a few milliseconds still run inline.
+            self.inline_threshold_ns = PYTHON_INLINE_THRESHOLD_NS
             initialize = getattr(self._model, "initialize", None)
             if initialize is not None:
                 with entered(self._scope):

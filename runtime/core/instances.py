@@ -4,14 +4,17 @@ A synchronous instance (ONNX Runtime, torch, a sync Python `execute`) gets one d
 so N instances give N concurrent executions while the event loop keeps serving. An instance whose
 `execute` is a coroutine runs on the event loop itself.
 
-Inline execution: handing a batch to a thread and back costs about 100 µs (a thread wake-up, the
-GIL changing hands twice, a loop wake-up), far more than a small model's own work. A synchronous
-instance that allows it (`ModelInstance.may_run_inline`) and whose executions prove short (a
-running average under `inline_threshold_ns`, 300 µs by default: measured on the thread,
-so it includes taking the GIL back) then runs directly on the event loop. One long
-execution sends it back to its thread for good, so a model that is sometimes slow never holds the
-loop twice; so does a model that needs to block (a BLS `exec()`), whose batch is rerun on its
-thread.
+Inline execution: handing a batch to a thread and back costs about 100 µs on a calm machine (a
+thread wake-up, the GIL changing hands twice, a loop wake-up) and milliseconds on a busy one
+(each GIL hand-off can wait out the interpreter's 5 ms switch interval), far more than a small
+model's own work. A synchronous instance that allows it (`ModelInstance.may_run_inline`) and
+whose executions prove short (a running average of the thread's CPU time under the instance's
+`inline_threshold_ns`, or 1 ms by default) then runs directly on the event loop, if it is its
+model's only instance (several instances are there to run in parallel, which the loop cannot).
+CPU time, not wall time: time spent waiting for the GIL is exactly the cost inline execution
+removes. One long execution sends the instance back to its thread for good, so a model that is
+sometimes slow never holds the loop twice; so does a model that needs to block (a BLS `exec()`),
+whose batch is rerun on its thread.
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ from trident.runtime.types import InferenceRequest, InferenceResponse
 Outcome = tuple[list[InferenceResponse] | None, int, int, int, int]
 
 #: Executions averaging less than this run inline (0 turns inline execution off).
-DEFAULT_INLINE_THRESHOLD_NS = 300_000
+DEFAULT_INLINE_THRESHOLD_NS = 1_000_000
 #: Executions observed on the thread before the average is trusted.
 _WARMUP_EXECUTIONS = 16
 #: An inline execution longer than this many thresholds ends inline execution for the worker.
-_INLINE_LIMIT_FACTOR = 20
+_INLINE_LIMIT_FACTOR = 10
+#: Executions on the thread may average this many thresholds of wall time and still go inline.
+_WALL_FACTOR = 5
 
 
 class InstanceWorker:
@@ -45,13 +50,16 @@ class InstanceWorker:
 
     __slots__ = (
         "_average_ns",
+        "_average_wall_ns",
         "_executor",
         "_inline",
         "_inline_allowed",
         "_inline_threshold_ns",
+        "_inline_vetoed",
         "_loop",
         "_observed",
         "_thread_ns",
+        "_thread_wall_ns",
         "instance",
         "name",
     )
@@ -74,15 +82,26 @@ class InstanceWorker:
         self._inline_allowed = (
             inline_threshold_ns > 0 and not instance.is_async and instance.may_run_inline
         )
+        if instance.inline_threshold_ns is not None and inline_threshold_ns > 0:
+            inline_threshold_ns = instance.inline_threshold_ns
         self._inline_threshold_ns = inline_threshold_ns
         self._inline = False
+        self._inline_vetoed = False
         self._average_ns = 0.0
+        self._average_wall_ns = 0.0
         self._observed = 0
         self._thread_ns = 0
+        self._thread_wall_ns = 0
 
     @property
     def runs_inline(self) -> bool:
         return self._inline
+
+    def allow_inline(self, allowed: bool) -> None:
+        """The model manager allows inline execution only to a model's only instance."""
+        self._inline_vetoed = not allowed
+        if not allowed:
+            self._inline = False
 
     def execute_now(self, requests: list[InferenceRequest]) -> Outcome | None:
         """Run one batch inline, now (only while `runs_inline`). None when the instance asked
@@ -150,18 +169,21 @@ class InstanceWorker:
                 self._executor, self._timed_execute, requests, timing
             )
         finally:
-            self._observe(self._thread_ns)
+            self._observe(self._thread_ns, self._thread_wall_ns)
 
     def _timed_execute(
         self, requests: list[InferenceRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | None:
-        """On the worker thread: the execution alone, without the hand-off, is what counts."""
-        start = time.monotonic_ns()
+        """On the worker thread: the execution's own CPU time, without the hand-off and without
+        waiting for the GIL, is what counts."""
+        start = time.thread_time_ns()
+        wall_start = time.monotonic_ns()
         try:
             return self.instance.execute(requests, timing)  # type: ignore[return-value]
         finally:
             # Read by execute() once the await returns (the future orders the two threads).
-            self._thread_ns = time.monotonic_ns() - start
+            self._thread_ns = time.thread_time_ns() - start
+            self._thread_wall_ns = time.monotonic_ns() - wall_start
 
     def _execute_inline(
         self, requests: list[InferenceRequest], timing: ComputeTiming
@@ -176,20 +198,31 @@ class InstanceWorker:
         finally:
             EXECUTING_INLINE.reset(token)
             if self._inline:
-                self._observe(time.monotonic_ns() - start)
+                duration = time.monotonic_ns() - start
+                self._observe(duration, duration)
 
-    def _observe(self, duration_ns: int) -> None:
-        """Switch between inline and thread execution from the durations seen."""
+    def _observe(self, cpu_ns: int, wall_ns: int) -> None:
+        """Switch between inline and thread execution from the durations seen. A model that
+        blocks without using the CPU (sleeps, waits on I/O) is kept off the loop by its wall
+        time, allowed up to `_WALL_FACTOR` thresholds for the GIL waits it includes."""
+        threshold = self._inline_threshold_ns
         if self._inline:
-            if duration_ns > self._inline_threshold_ns * _INLINE_LIMIT_FACTOR:
+            if wall_ns > threshold * _INLINE_LIMIT_FACTOR:
                 self._inline = self._inline_allowed = False
             return
         self._observed += 1
         if self._observed == 1:
-            self._average_ns = float(duration_ns)
+            self._average_ns = float(cpu_ns)
+            self._average_wall_ns = float(wall_ns)
         else:
-            self._average_ns += (duration_ns - self._average_ns) * 0.125
-        if self._observed >= _WARMUP_EXECUTIONS and self._average_ns < self._inline_threshold_ns:
+            self._average_ns += (cpu_ns - self._average_ns) * 0.125
+            self._average_wall_ns += (wall_ns - self._average_wall_ns) * 0.125
+        if (
+            not self._inline_vetoed
+            and self._observed >= _WARMUP_EXECUTIONS
+            and self._average_ns < threshold
+            and self._average_wall_ns < threshold * _WALL_FACTOR
+        ):
             self._inline = True
 
     def close(self) -> None:

@@ -470,6 +470,8 @@ class ModelManager:
             raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
         model.instance_slots = slots
         model.response_cache = self._cache_for(config)
+        for worker in workers:
+            worker.allow_inline(len(workers) == 1)
         model.start(workers, create_scheduler(model, workers))
         return model
 
@@ -609,6 +611,8 @@ class ModelManager:
                 samples, new_workers, model.name, model.version, model.decoupled, self._loop
             )
             workers = [worker for worker, _ in kept + created]
+            for worker in workers:
+                worker.allow_inline(len(workers) == 1)
             removed = await scheduler.resize(workers)
         except Exception as exc:
             for worker, _ in created:

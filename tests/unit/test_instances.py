@@ -63,13 +63,38 @@ async def _many(worker: InstanceWorker, times: int) -> None:
         await worker.execute([InferenceRequest(model_name="m")])
 
 
+def test_a_model_that_blocks_without_using_the_cpu_stays_on_its_thread():
+    instance = Recorder(sleep_s=0.01)  # 10 ms of sleep: next to no CPU time, 10 x the threshold
+    loop = asyncio.new_event_loop()
+    worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)
+    loop.run_until_complete(_many(worker, 24))
+    assert not worker.runs_inline
+    assert threading.get_ident() not in instance.threads
+    worker.close()
+    loop.close()
+
+
+class _TakesThreshold(Recorder):
+    inline_threshold_ns = 50_000_000  # 50 ms
+
+
+def test_an_instance_may_set_its_own_threshold():
+    instance = _TakesThreshold(sleep_s=0.001)  # 1 ms of wall time: over the worker's 0.1 ms
+    loop = asyncio.new_event_loop()
+    worker = InstanceWorker("w", instance, loop, inline_threshold_ns=100_000)
+    loop.run_until_complete(_many(worker, 24))
+    assert worker.runs_inline
+    worker.close()
+    loop.close()
+
+
 def test_a_long_inline_execution_returns_the_instance_to_its_thread():
     instance = Recorder()
     loop = asyncio.new_event_loop()
     worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)
     loop.run_until_complete(_many(worker, 20))
     assert worker.runs_inline
-    instance.sleep_s = 0.05  # 50 ms: far past 20 x the 1 ms threshold
+    instance.sleep_s = 0.05  # 50 ms: far past 10 x the 1 ms threshold
     loop.run_until_complete(_many(worker, 1))
     instance.sleep_s = 0.0
     assert not worker.runs_inline
