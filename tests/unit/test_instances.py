@@ -117,3 +117,18 @@ def test_a_batch_that_must_block_is_rerun_on_the_thread():
     assert instance.threads[-1] != threading.get_ident()
     worker.close()
     loop.close()
+
+
+def test_one_of_several_instances_never_runs_inline():
+    instance = Recorder()
+    loop = asyncio.new_event_loop()
+    worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)
+    loop.run_until_complete(_many(worker, 20))
+    assert worker.runs_inline
+    worker.allow_inline(False)  # the model manager: the model now has several instances
+    assert not worker.runs_inline
+    loop.run_until_complete(_many(worker, 40))
+    assert not worker.runs_inline
+    assert threading.get_ident() not in instance.threads[-40:]
+    worker.close()
+    loop.close()
