@@ -39,8 +39,12 @@ Outcome = tuple[list[InferenceResponse] | None, int, int, int, int]
 DEFAULT_INLINE_THRESHOLD_NS = 1_000_000
 #: Executions observed on the thread before the average is trusted.
 _WARMUP_EXECUTIONS = 16
-#: An inline execution longer than this many thresholds ends inline execution for the worker.
+#: An inline execution using more CPU than this many thresholds ends inline execution for the
+#: worker, and so does one lasting this many thresholds of wall time (a model that blocks). The
+#: wall-time limit is looser: on a busy machine the loop's thread is preempted for tens of
+#: milliseconds now and then, which says nothing about the model.
 _INLINE_LIMIT_FACTOR = 10
+_INLINE_WALL_LIMIT_FACTOR = 50
 #: Executions on the thread may average this many thresholds of wall time and still go inline.
 _WALL_FACTOR = 5
 
@@ -190,6 +194,7 @@ class InstanceWorker:
     ) -> list[InferenceResponse] | object | None:
         token = EXECUTING_INLINE.set(True)
         start = time.monotonic_ns()
+        cpu_start = time.thread_time_ns()
         try:
             return self.instance.execute(requests, timing)
         except MustRunOnWorkerThread:
@@ -198,8 +203,7 @@ class InstanceWorker:
         finally:
             EXECUTING_INLINE.reset(token)
             if self._inline:
-                duration = time.monotonic_ns() - start
-                self._observe(duration, duration)
+                self._observe(time.thread_time_ns() - cpu_start, time.monotonic_ns() - start)
 
     def _observe(self, cpu_ns: int, wall_ns: int) -> None:
         """Switch between inline and thread execution from the durations seen. A model that
@@ -207,7 +211,10 @@ class InstanceWorker:
         time, allowed up to `_WALL_FACTOR` thresholds for the GIL waits it includes."""
         threshold = self._inline_threshold_ns
         if self._inline:
-            if wall_ns > threshold * _INLINE_LIMIT_FACTOR:
+            if (
+                cpu_ns > threshold * _INLINE_LIMIT_FACTOR
+                or wall_ns > threshold * _INLINE_WALL_LIMIT_FACTOR
+            ):
                 self._inline = self._inline_allowed = False
             return
         self._observed += 1

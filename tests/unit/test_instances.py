@@ -17,9 +17,14 @@ class Recorder(ModelInstance):
         self.sleep_s = sleep_s
         self.needs_thread_after = needs_thread_after
         self.calls = 0
+        self.spin_s = 0.0
 
     def execute(self, requests, timing):
         self.calls += 1
+        if self.spin_s:
+            deadline = time.thread_time() + self.spin_s
+            while time.thread_time() < deadline:
+                pass
         on_loop = threading.current_thread() is threading.main_thread()
         if on_loop and 0 <= self.needs_thread_after < self.calls:
             raise MustRunOnWorkerThread
@@ -63,6 +68,19 @@ async def _many(worker: InstanceWorker, times: int) -> None:
         await worker.execute([InferenceRequest(model_name="m")])
 
 
+def test_a_long_computation_inline_returns_the_instance_to_its_thread():
+    instance = Recorder()
+    loop = asyncio.new_event_loop()
+    worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)
+    loop.run_until_complete(_many(worker, 20))
+    assert worker.runs_inline
+    instance.spin_s = 0.015  # 15 ms of CPU: past 10 x the threshold
+    loop.run_until_complete(_many(worker, 1))
+    assert not worker.runs_inline
+    worker.close()
+    loop.close()
+
+
 def test_a_model_that_blocks_without_using_the_cpu_stays_on_its_thread():
     instance = Recorder(sleep_s=0.01)  # 10 ms of sleep: next to no CPU time, 10 x the threshold
     loop = asyncio.new_event_loop()
@@ -94,7 +112,7 @@ def test_a_long_inline_execution_returns_the_instance_to_its_thread():
     worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)
     loop.run_until_complete(_many(worker, 20))
     assert worker.runs_inline
-    instance.sleep_s = 0.05  # 50 ms: far past 10 x the 1 ms threshold
+    instance.sleep_s = 0.08  # 80 ms of blocking: past 50 x the 1 ms threshold
     loop.run_until_complete(_many(worker, 1))
     instance.sleep_s = 0.0
     assert not worker.runs_inline

@@ -4,7 +4,8 @@ The connection knows nothing of gRPC. For each new stream it asks its `StreamOpe
 `StreamHandler`, passes it the stream's DATA and end-of-stream, and offers methods to answer:
 `send_headers`, `send_data`, `send_trailers`, `reset_stream`. Outgoing frames collect in a buffer
 that `flush()` writes with one `transport.write` (a response's HEADERS, DATA and trailers then
-leave in one TCP segment); frames answering what `data_received` read are flushed when it ends.
+leave in one TCP segment); frames answering what `data_received` read are flushed when it ends,
+and responses at the end of the loop iteration they complete in (`flush_soon`), together.
 
 Flow control: the server opens large receive windows at once and replenishes them as data comes,
 so clients never wait on it; data to send waits for the client's windows (per stream and for the
@@ -87,6 +88,7 @@ class Http2Connection(asyncio.Protocol):
         self._needed = len(f.PREFACE)  # bytes the next step needs before it can parse
         self._preface_seen = False
         self._out: list[bytes | memoryview] = []
+        self._flush_scheduled = False
         self._decoder = HeaderDecoder(MAX_HEADER_LIST_SIZE)
         self.streams: dict[int, Stream] = {}
         self._last_stream_id = 0
@@ -432,11 +434,20 @@ class Http2Connection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write everything queued in one go."""
+        self._flush_scheduled = False
         if not self._out or self._transport is None:
             return
         out, self._out = self._out, []
         if not self.closed:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def flush_soon(self) -> None:
+        """Flush once the event loop has run what is ready now: the responses that complete in
+        the same loop iteration (a batch's, or those of requests read together) then leave in
+        one write instead of one each."""
+        if not self._flush_scheduled and self._out:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
 
     def go_away(self) -> None:
         """Tell the client to open no new streams; the open ones finish."""

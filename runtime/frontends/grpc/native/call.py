@@ -247,7 +247,7 @@ class ServerCall:
             connection.send_data(stream, prefix)
             connection.send_data(stream, body)
         connection.send_trailers(stream, OK_TRAILERS)
-        connection.flush()
+        connection.flush_soon()
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
         """End the call with `code` (once; later calls do nothing)."""
@@ -264,7 +264,7 @@ class ServerCall:
             connection.send_trailers(self._stream, block)
         else:
             connection.send_headers(self._stream, block, end_stream=True)
-        connection.flush()
+        connection.flush_soon()
 
     def _expire(self) -> None:
         self._deadline_timer = None
@@ -310,7 +310,7 @@ class ServerCall:
         else:
             connection.send_data(self._stream, prefix)
             connection.send_data(self._stream, body)
-        connection.flush()
+        connection.flush_soon()
         if connection.write_blocked(self._stream):
             await connection.drained(self._stream)
 
