@@ -25,9 +25,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from trident.runtime.errors import ModelLoadError, TridentError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
@@ -39,7 +39,7 @@ from .precise_timer import TimerFactory, WakeupTimer, create_timer
 from .queue_policy import PriorityQueue, QueuedRequest, QueuePolicy, level_policies
 
 if TYPE_CHECKING:
-    from trident.runtime.core.instances import InstanceWorker
+    from trident.runtime.core.instances import InstanceWorker, Outcome
     from trident.runtime.core.stats import ModelStats
 
 logger = logging.getLogger("trident.batching")
@@ -433,18 +433,23 @@ class DynamicBatchScheduler(Scheduler):
     # ---------------------------------------------------------------- batches
 
     def _pump(self, now: int, instance_waited: bool) -> None:
-        """Start batches on idle instances while the batcher has some ready."""
+        """Start batches on idle instances while the batcher has some ready. An instance that
+        runs inline runs its batch now, before this returns (no task, no loop turn)."""
         batcher = self._batcher
         while self._idle:
             batch = batcher.poll(now, instance_waited)
             if batch is None:
                 break
             self._closed(batch)
-            task = self._loop.create_task(  # type: ignore[union-attr]
-                self._run(self._idle.pop(), batch, now)
-            )
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            worker = self._idle.pop()
+            if worker.runs_inline:
+                if not self._run_now(worker, batch, now):
+                    continue  # the worker went on on its thread
+                self._idle.append(worker)
+                now = self._clock()
+                instance_waited = True  # what is still queued waited for this batch
+                continue
+            self._start(self._run(worker, batch, now))
         self._fail_rejected(now)
         self._arm()
 
@@ -463,10 +468,26 @@ class DynamicBatchScheduler(Scheduler):
                 batch.queue_delay_ns // 1000,
             )
 
-    async def _run(self, worker: InstanceWorker, batch: Batch | None, now: int) -> None:
-        """One instance's loop: run a batch, then the next one the batcher has ready."""
-        while batch is not None:
-            await self._execute(worker, batch, now)
+    def _start(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coroutine)  # type: ignore[union-attr]
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(
+        self,
+        worker: InstanceWorker,
+        batch: Batch | None,
+        now: int,
+        prepared: tuple[list[InferenceRequest], int] | None = None,
+    ) -> None:
+        """One instance's loop: run a batch (or `prepared` requests), then the next one the
+        batcher has ready."""
+        while batch is not None or prepared is not None:
+            if prepared is not None:
+                await self._execute_requests(worker, *prepared, now)
+                prepared = None
+            else:
+                await self._execute(worker, batch, now)  # type: ignore[arg-type]
             if self._stopping or worker in self._retiring:
                 break
             now = self._clock()
@@ -483,7 +504,41 @@ class DynamicBatchScheduler(Scheduler):
         if not self._stopping:
             self._arm()
 
+    def _run_now(self, worker: InstanceWorker, batch: Batch, queue_end: int) -> bool:
+        """Run `batch` inline, now. False when the instance asked for its thread after all: the
+        batch then runs there, and the worker goes on serving from there."""
+        requests, size = self._runnable(batch, queue_end)
+        if not requests:
+            return True
+        try:
+            outcome = worker.execute_now(requests)
+        except TridentError as error:
+            self._fail_all(requests, error)
+            return True
+        if outcome is None:
+            self._start(self._run(worker, None, queue_end, (requests, size)))
+            return False
+        self._deliver(requests, size, outcome, queue_end)
+        return True
+
     async def _execute(self, worker: InstanceWorker, batch: Batch, queue_end: int) -> None:
+        requests, size = self._runnable(batch, queue_end)
+        if requests:
+            await self._execute_requests(worker, requests, size, queue_end)
+
+    async def _execute_requests(
+        self, worker: InstanceWorker, requests: list[InferenceRequest], size: int, queue_end: int
+    ) -> None:
+        try:
+            outcome = await worker.execute(requests)
+        except TridentError as error:
+            self._fail_all(requests, error)
+            return
+        self._deliver(requests, size, outcome, queue_end)
+
+    def _runnable(self, batch: Batch, queue_end: int) -> tuple[list[InferenceRequest], int]:
+        """The batch's requests that should still run, and their inference count; fails the
+        ones cancelled meanwhile."""
         requests = []
         size = 0
         for entry in batch.entries:
@@ -495,15 +550,17 @@ class DynamicBatchScheduler(Scheduler):
                 self._ordering.wrap(request)
             requests.append(request)
             size += entry.size
-        if not requests:
-            return
-        try:
-            responses, start, input_end, output_start, end = await worker.execute(requests)
-        except TridentError as error:
-            now = self._clock()
-            for request in requests:
-                self._fail(request, error, now)
-            return
+        return requests, size
+
+    def _fail_all(self, requests: list[InferenceRequest], error: TridentError) -> None:
+        now = self._clock()
+        for request in requests:
+            self._fail(request, error, now)
+
+    def _deliver(
+        self, requests: list[InferenceRequest], size: int, outcome: Outcome, queue_end: int
+    ) -> None:
+        responses, start, input_end, output_start, end = outcome
         stats = self._stats
         stats.record_execution(size, start, input_end, output_start, end)
         if responses is None:  # decoupled: the instance sent its responses itself
