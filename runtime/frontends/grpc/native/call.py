@@ -16,6 +16,7 @@ import grpc
 
 from ..http2.connection import Http2Connection, Stream
 from ..http2.header_block import Headers
+from .eager import start_eagerly
 from .messages import (
     OK_TRAILERS,
     RESPONSE_HEADERS,
@@ -167,8 +168,9 @@ class ServerCall:
                 f"a unary call needs exactly one request message, got {len(messages)}",
             )
             return
-        self._task = asyncio.get_running_loop().create_task(self._run(messages[0]))
-        self._server.calls.add(self)
+        self._task = start_eagerly(self._run(messages[0]))
+        if self._task is not None:
+            self._server.calls.add(self)
 
     def reset_received(self) -> None:
         """The client cancelled the call (or went away): stop it, send nothing."""
