@@ -19,7 +19,11 @@ in-process p50 and then both servers, in alternating order; the table gives medi
 
   (1) Trident's p50 minus the in-process p50: what Trident adds per request   goal: < 150 us
       and where it goes, from the statistics API (average queue / compute input / compute infer
-      / compute output per request, the rest being the frontend, the wire and the client);
+      / compute output per request, the rest being the frontend, the wire and the client).
+      perf_analyzer's p50 includes its own client and the kernel's TCP path, which any server
+      pays (Triton's overhead is given next to Trident's), so each round also times Trident in
+      this process with a minimal client over loopback TCP (perf/in_server_latency.py), and
+      that client against an echo server: the probe's own floor;
   (2) Trident's infer/s over Triton's at concurrency 1                         goal: > 1
 
 The in-process p50 the goal uses is taken back to back, the weights (2 MB) warm in the caches.
@@ -62,6 +66,8 @@ if __package__ in (None, ""):  # run as a script: make `perf` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from perf import peers
+from perf.in_server_latency import measure_echo_floor, measure_in_server
+from trident.runtime.protocol import grpc_service_pb2 as gs
 
 MODEL = "mlp_onnx"
 SERVERS = ("trident", "triton")
@@ -213,6 +219,33 @@ class InProcess:
     paced_runs: int
     paced_p50_us: float
     paced_mean_us: float
+
+
+@dataclass
+class InServer:
+    """perf/in_server_latency.py: Trident in this process, one call at a time over loopback
+    TCP from a minimal client (no perf_analyzer), and that client against an echo server."""
+
+    round: int
+    calls: int
+    p50_us: float
+    echo_p50_us: float
+
+
+def measure_in_server_round(repository: Path, round_: int, calls: int) -> InServer:
+    request = gs.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="INPUT0", datatype="FP32", shape=[1, IN])
+    request.raw_input_contents.append(sample_input().tobytes())
+    durations = measure_in_server(repository, request, calls)
+    response_size = 64 + OUT * 4  # about the response's frames
+    echo = measure_echo_floor(response_size, calls)
+    result = InServer(round_, calls, _p(durations, 0.5), _p(echo, 0.5))
+    print(
+        f"# round {round_} in-server: p50 {result.p50_us:.1f} us; echo floor p50 "
+        f"{result.echo_p50_us:.1f} us ({calls:,} calls)",
+        file=sys.stderr,
+    )
+    return result
 
 
 def make_session(onnx_bytes: bytes, intra_op_threads: int) -> ort.InferenceSession:
@@ -460,7 +493,10 @@ def _overheads(
 
 
 def report(
-    in_process: list[InProcess], measurements: list[Measurement], bench: BenchSettings
+    in_process: list[InProcess],
+    measurements: list[Measurement],
+    bench: BenchSettings,
+    in_server: list[InServer] | None = None,
 ) -> tuple[str, bool]:
     """Markdown tables and the goal checks; returns (text, every goal measured and met)."""
     rounds = max([m.round for m in measurements] + [p.round for p in in_process] + [0])
@@ -578,6 +614,26 @@ def report(
             f"| {server} p50 - in-process p50 (back to back), c=1, µs (rounds: "
             f"{', '.join(f'{v:,.0f}' for v in per_round)}) | {overhead:,.0f} | {goal} |"
         )
+    if in_server and in_process:
+        by_round = {p.round: p for p in in_process}
+        added = [s.p50_us - by_round[s.round].p50_us for s in in_server if s.round in by_round]
+        own = [
+            s.p50_us - s.echo_p50_us - by_round[s.round].p50_us
+            for s in in_server
+            if s.round in by_round
+        ]
+        met = _median(added) < GOAL_OVERHEAD_US
+        ok &= met
+        lines.append(
+            "| trident in-server p50 - in-process p50 (back to back), c=1, µs, client in this "
+            f"process over loopback TCP (rounds: {', '.join(f'{v:,.0f}' for v in added)}) "
+            f"| {_median(added):,.0f} | < {GOAL_OVERHEAD_US:.0f} {'met' if met else 'NOT met'} |"
+        )
+        lines.append(
+            "| the same, less the probe's loopback floor (an echo server: "
+            f"{_median([s.echo_p50_us for s in in_server]):,.0f} µs p50) | "
+            f"{_median(own):,.0f} | (Trident's own code) |"
+        )
     ours, theirs = _select(measurements, "trident", 1), _select(measurements, "triton", 1)
     if ours and theirs:
         ratio = _median([m.throughput for m in ours]) / _median([m.throughput for m in theirs])
@@ -648,6 +704,12 @@ def main(argv: list[str] | None = None) -> int:
         "concurrency 1; 0 skips the paced timing (default: 1000)",
     )
     parser.add_argument("--intra-op-threads", type=int, default=1, help="ONNX Runtime threads")
+    parser.add_argument(
+        "--in-server-calls",
+        type=int,
+        default=3000,
+        help="calls per round for the in-server probe (perf/in_server_latency.py); 0 skips it",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     args = parser.parse_args(argv)
     servers = tuple(args.server or SERVERS)
@@ -682,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     session = make_session(onnx_bytes, args.intra_op_threads)
     (expected,) = session.run(["OUTPUT0"], {"INPUT0": sample_input()})
     in_process: list[InProcess] = []
+    in_server: list[InServer] = []
     measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
         repositories = write_repositories(Path(tmp), onnx_bytes, args.intra_op_threads)
@@ -689,13 +752,17 @@ def main(argv: list[str] | None = None) -> int:
             in_process.append(
                 measure_in_process(session, round_, args.in_process_seconds, args.pause_us)
             )
+            if "trident" in servers and args.in_server_calls:
+                in_server.append(
+                    measure_in_server_round(repositories["trident"], round_, args.in_server_calls)
+                )
             # Alternate the order so drift on a shared machine falls on both servers.
             order = servers if round_ % 2 else tuple(reversed(servers))
             for server in order:
                 measurements += bench_server(
                     server, repositories[server], Path(tmp) / "logs", round_, bench, expected
                 )
-    text, ok = report(in_process, measurements, bench)
+    text, ok = report(in_process, measurements, bench, in_server)
     print(f"onnxruntime {ort.__version__}, intra-op threads {args.intra_op_threads}")
     print(text)
     if args.json:
@@ -708,6 +775,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pause_us": args.pause_us,
             },
             "in_process": [asdict(p) for p in in_process],
+            "in_server": [asdict(p) for p in in_server],
             "servers": [asdict(m) for m in measurements],
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
