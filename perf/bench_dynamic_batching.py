@@ -37,6 +37,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,6 +120,8 @@ class Measurement:
     p50_us: float
     p99_us: float
     note: str = ""
+    #: The statistics API's average from a request's arrival to its response, over the run.
+    server_success_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,23 @@ class BenchSettings:
     stability_percentage: float
 
 
-def measure(url: str, server: str, model: str, level: int, bench: BenchSettings) -> Measurement:
+def _success_totals(process: peers.ServerProcess, model: str) -> tuple[int, int]:
+    """(count, ns) of the model's successful requests so far, from the statistics API."""
+    url = f"http://{process.http_url}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        stats = json.load(response)["model_stats"]
+    count = sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+    ns = sum(int(s["inference_stats"]["success"]["ns"]) for s in stats)
+    return count, ns
+
+
+def measure(
+    process: peers.ServerProcess, server: str, model: str, level: int, bench: BenchSettings
+) -> Measurement:
     """One model at one concurrency level; an unstable run is measured again accepting any
     three windows, and says so in `note`."""
+    url = process.grpc_url
+    before = _success_totals(process, model)
     common = dict(protocol="grpc", concurrency=(level,), measurement_ms=bench.measurement_ms)
     note = ""
     try:
@@ -145,8 +162,11 @@ def measure(url: str, server: str, model: str, level: int, bench: BenchSettings)
         note = "unstable"
         run = peers.run_perf_analyzer(model, url, max_trials=3, stability_percentage=1000, **common)
     (result,) = run.results
+    after = _success_totals(process, model)
+    count = after[0] - before[0]
+    success_us = (after[1] - before[1]) / count / 1000 if count else None
     measurement = Measurement(
-        server, model, level, result.throughput, result.p50_us, result.p99_us, note
+        server, model, level, result.throughput, result.p50_us, result.p99_us, note, success_us
     )
     print(
         f"# {server} {model} c={level}: {result.throughput:,.0f} infer/s, "
@@ -172,7 +192,7 @@ def bench_server(
         )
     print(f"# {server}: ready in {time.monotonic() - started:.1f} s", file=sys.stderr)
     with process:
-        return [measure(process.grpc_url, server, model, level, bench) for model, level in plan]
+        return [measure(process, server, model, level, bench) for model, level in plan]
 
 
 def _find(
@@ -193,6 +213,10 @@ def _find(
         statistics.median(m.p99_us for m in found),
         f"median of {len(found)}",
     )
+
+
+def _select_all(measurements: list[Measurement], server: str, level: int) -> list[Measurement]:
+    return [m for m in measurements if m.server == server and m.concurrency == level]
 
 
 def report(measurements: list[Measurement], bench: BenchSettings) -> tuple[str, bool]:
@@ -241,6 +265,17 @@ def report(measurements: list[Measurement], bench: BenchSettings) -> tuple[str, 
             f"+{extra:,.0f} us (goal <= +{DELAY_US}); "
             f"p99 {alone.p99_us:,.0f} vs {alone_unbatched.p99_us:,.0f} us"
         )
+        singles = _select_all(measurements, "trident", 1)
+        batched = [m.server_success_us for m in singles if m.model == "mlp_batched"]
+        unbatched = [m.server_success_us for m in singles if m.model == "mlp_unbatched"]
+        inside_batched = statistics.median([v for v in batched if v is not None] or [0.0])
+        inside_unbatched = statistics.median([v for v in unbatched if v is not None] or [0.0])
+        if inside_batched and inside_unbatched:
+            lines.append(
+                "    inside the server (statistics API, average from arrival to response): "
+                f"batched {inside_batched:,.0f} us vs unbatched {inside_unbatched:,.0f} us: "
+                f"+{inside_batched - inside_unbatched:,.0f} us"
+            )
     return "\n".join(lines), ok
 
 
