@@ -663,18 +663,6 @@ def _triton_ort_version() -> str:
     return completed.stdout.strip() if completed.returncode == 0 else ""
 
 
-def _warn_if_busy() -> None:
-    try:
-        load1 = float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if load1 > 0.5:
-        print(
-            f"# warning: load average {load1:.2f} before the run; other processes share the CPU",
-            file=sys.stderr,
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds to take medians over")
@@ -739,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    _warn_if_busy()
+    peers.warn_if_busy()
     onnx_bytes = build_mlp_onnx()
     session = make_session(onnx_bytes, args.intra_op_threads)
     (expected,) = session.run(["OUTPUT0"], {"INPUT0": sample_input()})

@@ -213,19 +213,6 @@ def format_table(summaries: list[Summary], bench: BenchSettings, rounds: int) ->
     return "\n".join(lines)
 
 
-def _warn_if_busy() -> None:
-    """Other work on the machine skews every figure: say so before measuring."""
-    try:
-        load1 = float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    if load1 > 0.5:
-        print(
-            f"# warning: load average {load1:.2f} before the run; other processes share the CPU",
-            file=sys.stderr,
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s windows, looser stability")
@@ -264,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    _warn_if_busy()
+    peers.warn_if_busy()
     measurements: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="bench-identity-") as tmp:
         repository = Path(tmp) / "repository"

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -45,12 +47,17 @@ def _ends_stream(data: bytes, stream_id: int) -> bool:
     return False
 
 
-async def time_calls(port: int, request: gs.ModelInferRequest, count: int) -> list[int]:
-    """Durations (ns, in call order) of `count` ModelInfer calls made one after another."""
-    loop = asyncio.get_running_loop()
+def _connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setblocking(False)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+async def time_calls(port: int, request: gs.ModelInferRequest, count: int) -> list[int]:
+    """Durations (ns, in call order) of `count` ModelInfer calls made one after another."""
+    loop = asyncio.get_running_loop()
+    sock = _connect(port)
     client = h2.connection.H2Connection(
         h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
     )
@@ -117,14 +124,7 @@ def measure_in_server(
     repository: Path, request: gs.ModelInferRequest, count: int, warmup: int = 200
 ) -> list[int]:
     """Durations (ns, sorted) of `count` calls after `warmup`, on a fresh in-process server."""
-    try:
-        import uvloop
-
-        run = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is part of the test extra
-        run = asyncio.run
-    durations = run(_measure(repository, request, count + warmup))
-    return sorted(durations[warmup:])
+    return sorted(_run(_measure(repository, request, count + warmup))[warmup:])
 
 
 class _Echo(asyncio.Protocol):
@@ -138,10 +138,7 @@ class _Echo(asyncio.Protocol):
 async def _echo_durations(size: int, count: int) -> list[int]:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_Echo, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock = _connect(server.sockets[0].getsockname()[1])
     payload = b"x" * size
     durations = []
     try:
@@ -161,10 +158,13 @@ async def _echo_durations(size: int, count: int) -> list[int]:
 def measure_echo_floor(size: int, count: int, warmup: int = 200) -> list[int]:
     """The probe's own floor: the same loop and client against an asyncio echo server that
     writes back what it reads (`size` bytes each way). Durations in ns, sorted."""
+    return sorted(_run(_echo_durations(size, count + warmup))[warmup:])
+
+
+def _run(coroutine: Coroutine[Any, Any, list[int]]) -> list[int]:
+    """Run on uvloop, as `trident serve` does (plain asyncio without it)."""
     try:
         import uvloop
-
-        run = uvloop.run
-    except ImportError:  # pragma: no cover
-        run = asyncio.run
-    return sorted(run(_echo_durations(size, count + warmup))[warmup:])
+    except ImportError:  # pragma: no cover - uvloop is part of the test extra
+        return asyncio.run(coroutine)
+    return uvloop.run(coroutine)

@@ -256,6 +256,19 @@ def _reported_failure(output: str) -> str | None:
 # servers as subprocesses
 
 
+def warn_if_busy() -> None:
+    """Other work on the machine skews every figure: say so before measuring."""
+    try:
+        load1 = float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if load1 > 0.5:
+        print(
+            f"# warning: load average {load1:.2f} before the run; other processes share the CPU",
+            file=sys.stderr,
+        )
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
     return free_ports(1)[0]

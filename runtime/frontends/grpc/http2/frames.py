@@ -70,9 +70,7 @@ def frame_header(length: int, frame_type: int, flags: int, stream_id: int) -> by
 
 
 def frame(frame_type: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    return _HEADER.pack(len(payload) >> 8, len(payload) & 0xFF, frame_type, flags, stream_id) + (
-        payload
-    )
+    return frame_header(len(payload), frame_type, flags, stream_id) + payload
 
 
 def settings_frame(settings: dict[int, int]) -> bytes:

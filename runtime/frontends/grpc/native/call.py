@@ -237,19 +237,24 @@ class ServerCall:
             return
         self.finished = True
         self._stop_deadline()
+        self._send_message(response)
+        self._connection.send_trailers(self._stream, OK_TRAILERS)
+        self._connection.flush_soon()
+
+    def _send_message(self, message: Any) -> None:
+        """Queue one response message (after the response headers, the first time)."""
         serializer = self._method.response_serializer
-        data = serializer(response) if serializer is not None else response
+        data = serializer(message) if serializer is not None else message
         connection = self._connection
-        stream = self._stream
-        connection.send_headers(stream, RESPONSE_HEADERS)
+        if not self._headers_sent:
+            self._headers_sent = True
+            connection.send_headers(self._stream, RESPONSE_HEADERS)
         prefix, body = frame_message(data)
         if len(body) <= _JOIN_LIMIT:
-            connection.send_data(stream, prefix + body)
+            connection.send_data(self._stream, prefix + body)
         else:
-            connection.send_data(stream, prefix)
-            connection.send_data(stream, body)
-        connection.send_trailers(stream, OK_TRAILERS)
-        connection.flush_soon()
+            connection.send_data(self._stream, prefix)
+            connection.send_data(self._stream, body)
 
     def finish(self, code: grpc.StatusCode, details: str) -> None:
         """End the call with `code` (once; later calls do nothing)."""
@@ -300,18 +305,8 @@ class ServerCall:
         """Send one response message of a server-streaming call."""
         if self.finished:
             raise asyncio.CancelledError
-        serializer = self._method.response_serializer
-        data = serializer(message) if serializer is not None else message
+        self._send_message(message)
         connection = self._connection
-        if not self._headers_sent:
-            self._headers_sent = True
-            connection.send_headers(self._stream, RESPONSE_HEADERS)
-        prefix, body = frame_message(data)
-        if len(body) <= _JOIN_LIMIT:
-            connection.send_data(self._stream, prefix + body)
-        else:
-            connection.send_data(self._stream, prefix)
-            connection.send_data(self._stream, body)
         connection.flush_soon()
         if connection.write_blocked(self._stream):
             await connection.drained(self._stream)
