@@ -1,0 +1,1 @@
+"""The `llm` backend: decoder-only language models served with continuous batching."""
