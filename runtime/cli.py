@@ -7,10 +7,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import Field, fields
 from pathlib import Path
+from typing import Any
 
 from trident import __version__
-from trident.runtime.settings import ServerSettings
+from trident.runtime.errors import TridentError
+from trident.runtime.settings import FlagKind, FlagSpec, ServerSettings
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -25,29 +29,51 @@ def _bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{value}'")
 
 
-def _cache_config(value: str) -> str:
-    """One --cache-config value, checked now so a typo stops the command with a clear message."""
-    from trident.runtime.core.response_cache import parse_cache_config
-    from trident.runtime.errors import TridentError
+def _checked(parse: Callable[[str], Any], flag: str) -> Callable[[str], Any]:
+    """A setting's parser whose errors argparse prints as a usage error naming the flag."""
 
-    try:
-        parse_cache_config([value])
-    except TridentError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--cache-config: ")) from None
-    return value
+    def parse_flag(value: str) -> Any:
+        try:
+            return parse(value)
+        except (ValueError, TridentError) as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ")) from None
+
+    parse_flag.__name__ = getattr(parse, "__name__", "value")
+    return parse_flag
 
 
-def _add_bool(parser: argparse.ArgumentParser, flag: str, default: bool, help_text: str) -> None:
-    """tritonserver style: `--flag`, `--flag=true` or `--flag=false`."""
-    parser.add_argument(
-        flag,
-        nargs="?",
-        const=True,
-        default=default,
-        type=_bool,
-        metavar="BOOL",
-        help=f"{help_text} (default: {str(default).lower()})",
+def _help(spec: FlagSpec, default: Any) -> str:
+    if spec.kind is FlagKind.APPEND:
+        return spec.help
+    shown = (
+        str(default).lower()
+        if isinstance(default, bool)
+        else (default if default != "" else "none")
     )
+    return f"{spec.help} (default: {shown})".replace("%", "%%")
+
+
+def _add_setting(parser: argparse.ArgumentParser, item: Field[Any], default: Any) -> None:
+    spec: FlagSpec = item.metadata["flag"]
+    options: dict[str, Any] = {"dest": item.name, "help": _help(spec, default)}
+    if spec.metavar:
+        options["metavar"] = spec.metavar
+    elif spec.parse in (int, float):
+        options["metavar"] = "N"
+    if spec.choices:
+        options["choices"] = spec.choices
+    if spec.kind is FlagKind.BOOL:
+        options.update(nargs="?", const=True, default=default, type=_bool)
+        options.setdefault("metavar", "BOOL")
+    elif spec.kind is FlagKind.APPEND:
+        options.update(action="append", default=[])
+        if spec.parse is not None:
+            options["type"] = _checked(spec.parse, spec.flags[0])
+    else:
+        options["default"] = default
+        if spec.parse is not None:
+            options["type"] = _checked(spec.parse, spec.flags[0])
+    parser.add_argument(*spec.flags, **options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,172 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve one or more model repositories",
         description="Serve Triton-style model repositories over HTTP, gRPC and Prometheus metrics.",
     )
-    serve.add_argument(
-        "--model-repository",
-        "--model-store",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        dest="model_repository",
-        help="a model repository folder (MODEL/VERSION/model files, optional MODEL/config.pbtxt); "
-        "repeat for several. Default: ./model_repository when it exists.",
-    )
-    serve.add_argument(
-        "--http-port",
-        type=int,
-        default=defaults.http_port,
-        help="HTTP port; 0 picks a free one (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--grpc-port",
-        type=int,
-        default=defaults.grpc_port,
-        help="gRPC port; 0 picks a free one (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--metrics-port",
-        type=int,
-        default=defaults.metrics_port,
-        help="Prometheus metrics port (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--http-address",
-        default=defaults.http_address,
-        help="address the HTTP server binds (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--grpc-address",
-        default=defaults.grpc_address,
-        help="address the gRPC server binds (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--grpc-implementation",
-        choices=("native", "grpcio"),
-        default=defaults.grpc_implementation,
-        help="the gRPC server: native (Trident's own HTTP/2 server on asyncio, fast) or grpcio "
-        "(grpc.aio) (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--metrics-address",
-        default=defaults.metrics_address,
-        help="address the metrics server binds (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--http-max-input-size",
-        type=int,
-        default=defaults.http_max_input_size,
-        metavar="BYTES",
-        help="largest HTTP request body accepted (default: %(default)s)",
-    )
-    _add_bool(serve, "--allow-http", defaults.allow_http, "serve the HTTP/REST protocol")
-    _add_bool(serve, "--allow-grpc", defaults.allow_grpc, "serve the gRPC protocol")
-    _add_bool(serve, "--allow-metrics", defaults.allow_metrics, "serve Prometheus metrics")
-    serve.add_argument(
-        "--model-control-mode",
-        choices=("none", "poll", "explicit"),
-        default=defaults.model_control_mode,
-        help="none: load every model at start and never change; poll: also load, reload and "
-        "unload models as the repository changes on disk; explicit: load only --load-model "
-        "models at start, then load and unload through the repository API (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--load-model",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="with --model-control-mode=explicit, a model to load at start; repeat for several, "
-        "'*' loads all",
-    )
-    serve.add_argument(
-        "--repository-poll-secs",
-        type=float,
-        default=defaults.repository_poll_secs,
-        help="seconds between repository scans in poll mode (default: %(default)s)",
-    )
-    _add_bool(
-        serve,
-        "--strict-model-config",
-        defaults.strict_model_config,
-        "require complete config.pbtxt files instead of completing them from model files",
-    )
-    _add_bool(
-        serve,
-        "--strict-readiness",
-        defaults.strict_readiness,
-        "report ready only when every model is ready; false: ready once the server is up",
-    )
-    serve.add_argument(
-        "--cache-config",
-        action="append",
-        default=[],
-        type=_cache_config,
-        metavar="CACHE,KEY=VALUE",
-        help="enable the response cache, e.g. --cache-config=local,size=1048576 (bytes); models "
-        "use it when their config says response_cache { enable: true }. Default: no cache",
-    )
-    _add_bool(
-        serve,
-        "--exit-on-error",
-        defaults.exit_on_error,
-        "exit at start when any model fails to load (otherwise serve the others and report "
-        "the failure in the repository index)",
-    )
-    serve.add_argument(
-        "--exit-timeout-secs",
-        type=float,
-        default=defaults.exit_timeout_secs,
-        help="seconds to wait for in-flight requests at shutdown (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--log-verbose",
-        type=int,
-        default=defaults.log_verbose,
-        metavar="LEVEL",
-        help="verbose logging level; > 0 logs debug messages (default: 0)",
-    )
-    _add_bool(serve, "--log-info", defaults.log_info, "log info messages")
-    _add_bool(serve, "--log-warning", defaults.log_warning, "log warnings")
-    _add_bool(serve, "--log-error", defaults.log_error, "log errors")
-    serve.add_argument(
-        "--log-file",
-        default=defaults.log_file,
-        help="write the log to this file instead of standard error",
-    )
+    # One table (runtime/settings.py) gives every flag, its help and its default.
+    for item in fields(ServerSettings):
+        _add_setting(serve, item, getattr(defaults, item.name))
     return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    repositories = list(args.model_repository)
-    if not repositories and Path("model_repository").is_dir():
-        repositories = [Path("model_repository")]
-    return ServerSettings(
-        model_repositories=repositories,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        http_address=args.http_address,
-        grpc_address=args.grpc_address,
-        metrics_address=args.metrics_address,
-        http_max_input_size=args.http_max_input_size,
-        allow_http=args.allow_http,
-        allow_grpc=args.allow_grpc,
-        grpc_implementation=args.grpc_implementation,
-        allow_metrics=args.allow_metrics,
-        model_control_mode=args.model_control_mode,
-        startup_models=list(args.load_model),
-        repository_poll_secs=args.repository_poll_secs,
-        strict_model_config=args.strict_model_config,
-        strict_readiness=args.strict_readiness,
-        cache_config=list(args.cache_config),
-        exit_on_error=args.exit_on_error,
-        exit_timeout_secs=args.exit_timeout_secs,
-        log_verbose=args.log_verbose,
-        log_info=args.log_info,
-        log_warning=args.log_warning,
-        log_error=args.log_error,
-        log_file=args.log_file,
-    )
+    values = {item.name: getattr(args, item.name) for item in fields(ServerSettings)}
+    settings = ServerSettings(**values)
+    if not settings.model_repositories and Path("model_repository").is_dir():
+        settings.model_repositories = [Path("model_repository")]
+    return settings
 
 
 def configure_logging(settings: ServerSettings) -> None:

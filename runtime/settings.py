@@ -1,66 +1,338 @@
 """Server settings: one typed object, built by the CLI (runtime/cli.py) or by tests.
 
-Field names follow tritonserver's flags (`--model-repository` -> `model_repositories`, ...).
-Every field documents its default; `trident serve --help` prints the same text.
+This module is the one table of settings. Each field carries its flag, its help text and how the
+flag parses (`setting(...)` puts them in the field's metadata); `runtime/cli.py` builds the argument
+parser from these fields and converts the parsed flags back into a `ServerSettings`, so a setting is
+written once. Flag names follow tritonserver's (`--model-repository` -> `model_repositories`, ...).
+`trident serve --help` prints every help text with its default.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+
+class FlagKind(enum.Enum):
+    """How a flag is given on the command line."""
+
+    #: `--flag VALUE`.
+    VALUE = "value"
+    #: tritonserver style booleans: `--flag`, `--flag=true`, `--flag=false`.
+    BOOL = "bool"
+    #: Repeatable: `--flag A --flag B` gives [A, B].
+    APPEND = "append"
+
+
+@dataclass(frozen=True)
+class FlagSpec:
+    """The command-line side of one setting."""
+
+    flags: tuple[str, ...]
+    help: str
+    kind: FlagKind = FlagKind.VALUE
+    #: Converts one command-line string; None keeps the string.
+    parse: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+
+
+def setting(
+    default: Any,
+    flag: str | Sequence[str],
+    help: str,
+    *,
+    kind: FlagKind = FlagKind.VALUE,
+    parse: Callable[[str], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+) -> Any:
+    """A settings field with its flag. Lists get a fresh default each time."""
+    flags = (flag,) if isinstance(flag, str) else tuple(flag)
+    spec = FlagSpec(
+        flags, help, kind, parse, tuple(choices) if choices is not None else None, metavar
+    )
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"flag": spec})
+    return field(default=default, metadata={"flag": spec})
+
+
+def flag_spec(name: str) -> FlagSpec:
+    """The flag of the field `name` (KeyError when it has none)."""
+    for item in fields(ServerSettings):
+        if item.name == name:
+            return item.metadata["flag"]  # type: ignore[no-any-return]
+    raise KeyError(name)
+
+
+def _bytes(value: str) -> int:
+    size = int(value)
+    if size <= 0:
+        raise ValueError(f"expected a positive number of bytes, got {value}")
+    return size
+
+
+def _cache_config(value: str) -> str:
+    """One --cache-config value, checked at once: a typo stops the command with a clear message."""
+    from trident.runtime.core.response_cache import parse_cache_config
+
+    parse_cache_config([value])
+    return value
 
 
 @dataclass
 class ServerSettings:
-    #: Model repositories to serve (`--model-repository`, repeatable).
-    model_repositories: list[Path] = field(default_factory=list)
-    #: HTTP (KServe v2 REST) port; 0 picks a free port. Default 8000.
-    http_port: int = 8000
-    #: gRPC port; 0 picks a free port. Default 8001.
-    grpc_port: int = 8001
-    #: Prometheus metrics port; 0 picks a free port. Default 8002.
-    metrics_port: int = 8002
-    #: Address the HTTP server binds. Default 0.0.0.0 (all interfaces), as tritonserver.
-    http_address: str = "0.0.0.0"
-    #: Address the gRPC server binds. Default 0.0.0.0.
-    grpc_address: str = "0.0.0.0"
-    #: Address the metrics server binds. Default 0.0.0.0.
-    metrics_address: str = "0.0.0.0"
-    #: Serve HTTP / gRPC / metrics at all. Default true for each.
-    allow_http: bool = True
-    allow_grpc: bool = True
-    #: The gRPC server: "native" (Trident's own, on asyncio; the default and the fast one) or
-    #: "grpcio" (grpc.aio). Both serve the same services with the same servicers.
-    grpc_implementation: str = "native"
-    allow_metrics: bool = True
-    #: none: load everything at start, never change; poll: also reload what changes on disk;
-    #: explicit: load only --load-model models at start, then through the repository API.
-    model_control_mode: str = "none"
-    #: Models to load at start in explicit mode; "*" loads all. Default none.
-    startup_models: list[str] = field(default_factory=list)
-    #: Seconds between repository scans in poll mode. Default 15.
-    repository_poll_secs: float = 15.0
-    #: Require complete config.pbtxt files: no auto-completion from model files. Default false.
-    strict_model_config: bool = False
-    #: Ready only when every model is ready (true, the default) or when the server is up.
-    strict_readiness: bool = True
-    #: Response cache (`--cache-config`, repeatable), tritonserver's syntax: ["local,size=BYTES"].
-    #: Models use it when their config says `response_cache { enable: true }`. Default: no cache.
-    cache_config: list[str] = field(default_factory=list)
-    #: Exit at start when a model fails to load (default false: serve the others and report it).
-    exit_on_error: bool = False
-    #: Seconds to wait for in-flight requests at shutdown. Default 30.
-    exit_timeout_secs: float = 30.0
-    #: Verbose log level (0 = off). Default 0.
-    log_verbose: int = 0
-    #: Log info / warning / error messages. Default true.
-    log_info: bool = True
-    log_warning: bool = True
-    log_error: bool = True
-    #: Log file (empty: standard error).
-    log_file: str = ""
-    #: Largest HTTP request body accepted, in bytes (tritonserver's --http-max-input-size).
-    #: Default 64 MiB.
-    http_max_input_size: int = 64 * 1024 * 1024
-    #: Worker threads for the gRPC server's synchronous parts. Default 4.
-    grpc_workers: int = 4
+    # --- repositories and models -------------------------------------------------------------
+    model_repositories: list[Path] = setting(
+        [],
+        ("--model-repository", "--model-store"),
+        "a model repository folder (MODEL/VERSION/model files, optional MODEL/config.pbtxt); "
+        "repeat for several. Default: ./model_repository when it exists.",
+        kind=FlagKind.APPEND,
+        parse=Path,
+        metavar="DIR",
+    )
+    model_control_mode: str = setting(
+        "none",
+        "--model-control-mode",
+        "none: load every model at start and never change; poll: also load, reload and unload "
+        "models as the repository changes on disk; explicit: load only --load-model models at "
+        "start, then load and unload through the repository API",
+        choices=("none", "poll", "explicit"),
+    )
+    startup_models: list[str] = setting(
+        [],
+        "--load-model",
+        "with --model-control-mode=explicit, a model to load at start; repeat for several, '*' "
+        "loads all",
+        kind=FlagKind.APPEND,
+        metavar="NAME",
+    )
+    repository_poll_secs: float = setting(
+        15.0, "--repository-poll-secs", "seconds between repository scans in poll mode", parse=float
+    )
+    strict_model_config: bool = setting(
+        False,
+        "--strict-model-config",
+        "require complete config.pbtxt files instead of completing them from model files",
+        kind=FlagKind.BOOL,
+    )
+    strict_readiness: bool = setting(
+        True,
+        "--strict-readiness",
+        "report ready only when every model is ready; false: ready once the server is up",
+        kind=FlagKind.BOOL,
+    )
+    cache_config: list[str] = setting(
+        [],
+        "--cache-config",
+        "enable the response cache, e.g. --cache-config=local,size=1048576 (bytes); models use it "
+        "when their config says response_cache { enable: true }. Default: no cache",
+        kind=FlagKind.APPEND,
+        parse=_cache_config,
+        metavar="CACHE,KEY=VALUE",
+    )
+    exit_on_error: bool = setting(
+        False,
+        "--exit-on-error",
+        "exit at start when any model fails to load (otherwise serve the others and report the "
+        "failure in the repository index)",
+        kind=FlagKind.BOOL,
+    )
+    exit_timeout_secs: float = setting(
+        30.0,
+        "--exit-timeout-secs",
+        "seconds to wait for in-flight requests at shutdown",
+        parse=float,
+    )
+    python_isolation: str = setting(
+        "none",
+        "--python-isolation",
+        "where Python models run: none (in the server process) or process (each instance in a "
+        "child process that is restarted when it dies; a model's config can also ask for it with "
+        'parameters { key: "isolation" value: { string_value: "process" } })',
+        choices=("none", "process"),
+    )
+
+    # --- frontends ------------------------------------------------------------------------------
+    http_port: int = setting(8000, "--http-port", "HTTP port; 0 picks a free one", parse=int)
+    grpc_port: int = setting(8001, "--grpc-port", "gRPC port; 0 picks a free one", parse=int)
+    metrics_port: int = setting(8002, "--metrics-port", "Prometheus metrics port", parse=int)
+    http_address: str = setting(
+        "0.0.0.0", "--http-address", "address the HTTP server binds (all interfaces by default)"
+    )
+    grpc_address: str = setting("0.0.0.0", "--grpc-address", "address the gRPC server binds")
+    metrics_address: str = setting(
+        "0.0.0.0", "--metrics-address", "address the metrics server binds"
+    )
+    allow_http: bool = setting(
+        True, "--allow-http", "serve the HTTP/REST protocol", kind=FlagKind.BOOL
+    )
+    allow_grpc: bool = setting(True, "--allow-grpc", "serve the gRPC protocol", kind=FlagKind.BOOL)
+    allow_metrics: bool = setting(
+        True, "--allow-metrics", "serve Prometheus metrics", kind=FlagKind.BOOL
+    )
+    grpc_implementation: str = setting(
+        "native",
+        "--grpc-implementation",
+        "the gRPC server: native (Trident's own HTTP/2 server on asyncio, fast) or grpcio "
+        "(grpc.aio); both serve the same services",
+        choices=("native", "grpcio"),
+    )
+
+    # --- request limits -------------------------------------------------------------------------
+    http_max_input_size: int = setting(
+        64 * 1024 * 1024,
+        "--http-max-input-size",
+        "largest HTTP request body accepted, in bytes",
+        parse=_bytes,
+        metavar="BYTES",
+    )
+    http_max_json_depth: int = setting(
+        64,
+        "--http-max-json-depth",
+        "deepest nesting of arrays and objects accepted in a JSON request body",
+        parse=int,
+    )
+    grpc_max_receive_message_size: int = setting(
+        64 * 1024 * 1024,
+        "--grpc-max-receive-message-size",
+        "largest gRPC request message accepted, in bytes, after decompression",
+        parse=_bytes,
+        metavar="BYTES",
+    )
+    grpc_max_concurrent_streams: int = setting(
+        1024,
+        "--grpc-max-concurrent-streams",
+        "concurrent gRPC calls per connection (advertised in SETTINGS; more are refused)",
+        parse=int,
+    )
+    grpc_max_header_list_size: int = setting(
+        16 * 1024,
+        "--grpc-max-header-list-size",
+        "largest header block of one gRPC call, in bytes, counted across CONTINUATION frames",
+        parse=_bytes,
+        metavar="BYTES",
+    )
+    grpc_max_resets_per_second: int = setting(
+        200,
+        "--grpc-max-resets-per-second",
+        "streams a client may reset per second, averaged over a few seconds, before its "
+        "connection is closed with GOAWAY ENHANCE_YOUR_CALM (rapid-reset protection)",
+        parse=int,
+    )
+    grpc_max_pending_control_frames: int = setting(
+        1000,
+        "--grpc-max-pending-control-frames",
+        "PING and SETTINGS acknowledgements owed to a client that does not read before its "
+        "connection is closed",
+        parse=int,
+    )
+    grpc_max_write_buffer_size: int = setting(
+        4 * 1024 * 1024,
+        "--grpc-max-write-buffer-size",
+        "unsent response bytes per connection above which the server stops reading from it "
+        "until the client catches up",
+        parse=_bytes,
+        metavar="BYTES",
+    )
+
+    # --- TLS and access -------------------------------------------------------------------------
+    grpc_use_ssl: bool = setting(
+        False,
+        "--grpc-use-ssl",
+        "serve gRPC over TLS (needs the server cert and key)",
+        kind=FlagKind.BOOL,
+    )
+    grpc_use_ssl_mutual: bool = setting(
+        False,
+        "--grpc-use-ssl-mutual",
+        "gRPC over mutual TLS: clients must present a certificate signed by --grpc-root-cert",
+        kind=FlagKind.BOOL,
+    )
+    grpc_server_cert: str = setting(
+        "", "--grpc-server-cert", "PEM file of the gRPC server certificate", metavar="FILE"
+    )
+    grpc_server_key: str = setting(
+        "", "--grpc-server-key", "PEM file of the gRPC server private key", metavar="FILE"
+    )
+    grpc_root_cert: str = setting(
+        "",
+        "--grpc-root-cert",
+        "PEM file of the CA that signs client certificates (mutual TLS)",
+        metavar="FILE",
+    )
+    http_use_ssl: bool = setting(
+        False,
+        "--http-use-ssl",
+        "serve HTTP over TLS (HTTPS; needs the server cert and key)",
+        kind=FlagKind.BOOL,
+    )
+    http_use_ssl_mutual: bool = setting(
+        False,
+        "--http-use-ssl-mutual",
+        "HTTPS with mutual TLS: clients must present a certificate signed by --http-root-cert",
+        kind=FlagKind.BOOL,
+    )
+    http_server_cert: str = setting(
+        "", "--http-server-cert", "PEM file of the HTTPS server certificate", metavar="FILE"
+    )
+    http_server_key: str = setting(
+        "", "--http-server-key", "PEM file of the HTTPS server private key", metavar="FILE"
+    )
+    http_root_cert: str = setting(
+        "",
+        "--http-root-cert",
+        "PEM file of the CA that signs client certificates (mutual TLS)",
+        metavar="FILE",
+    )
+    http_restricted_api: list[str] = setting(
+        [],
+        "--http-restricted-api",
+        "restrict API groups on HTTP to requests carrying a header, tritonserver's syntax "
+        "API[,API...]:KEY=VALUE (groups: health, metadata, inference, shared-memory, "
+        "model-config, model-repository, statistics, trace, logging); repeatable",
+        kind=FlagKind.APPEND,
+        metavar="API[,API...]:KEY=VALUE",
+    )
+    grpc_restricted_protocol: list[str] = setting(
+        [],
+        "--grpc-restricted-protocol",
+        "restrict API groups on gRPC to calls carrying a metadata key, same syntax as "
+        "--http-restricted-api; repeatable",
+        kind=FlagKind.APPEND,
+        metavar="API[,API...]:KEY=VALUE",
+    )
+    allow_shared_memory: bool = setting(
+        True,
+        "--allow-shared-memory",
+        "let clients register system and CUDA shared-memory regions; false refuses every "
+        "registration",
+        kind=FlagKind.BOOL,
+    )
+
+    # --- tracing and logging --------------------------------------------------------------------
+    trace_config: list[str] = setting(
+        [],
+        "--trace-config",
+        "tritonserver's trace settings, e.g. --trace-config=triton,file=/tmp/trace.json "
+        "--trace-config=level=TIMESTAMPS --trace-config=rate=1; repeatable",
+        kind=FlagKind.APPEND,
+        metavar="[MODE,]KEY=VALUE",
+    )
+    log_verbose: int = setting(
+        0,
+        "--log-verbose",
+        "verbose logging level; > 0 logs debug messages",
+        parse=int,
+        metavar="LEVEL",
+    )
+    log_info: bool = setting(True, "--log-info", "log info messages", kind=FlagKind.BOOL)
+    log_warning: bool = setting(True, "--log-warning", "log warnings", kind=FlagKind.BOOL)
+    log_error: bool = setting(True, "--log-error", "log errors", kind=FlagKind.BOOL)
+    log_file: str = setting(
+        "", "--log-file", "write the log to this file instead of standard error"
+    )
