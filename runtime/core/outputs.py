@@ -54,21 +54,41 @@ def finish_outputs(
 
 def classify(tensor: Tensor, top_k: int, labels: list[str] | None, batched: bool) -> Tensor:
     """The classification extension: the top `top_k` entries of each batch item as
-    "value:index[:label]" strings, largest first (Triton prints the value with %f)."""
-    if tensor.data is None or tensor.datatype == "BYTES":
+    "value:index[:label]" strings, largest first, each value printed as Triton prints its type
+    (C++ `std::to_string`: integers as integers, floating point with "%f")."""
+    kind = _CLASSIFIABLE.get(tensor.datatype)
+    if tensor.data is None or kind is None:
         raise InvalidArgumentError(
-            f"classification needs a numeric output; '{tensor.name}' is {tensor.datatype}"
+            "class result not available for output due to unsupported type "
+            f"'{tensor.datatype}' (output '{tensor.name}')"
         )
     data = tensor.data
+    if tensor.datatype == "BF16":  # raw bfloat16 words: the top half of a float32
+        data = (data.astype(np.uint32) << 16).view(np.float32)
     rows = data.reshape(data.shape[0], -1) if batched and data.ndim > 0 else data.reshape(1, -1)
-    k = min(top_k, rows.shape[1])
+    width = rows.shape[1]
+    k = min(top_k, width)
     results = np.empty((rows.shape[0], k), dtype=np.object_)
     for row_index, row in enumerate(rows):
-        order = np.argsort(-row.astype(np.float64), kind="stable")[:k]
-        for column, index in enumerate(order):
-            text = f"{float(row[index]):f}:{int(index)}"
+        # Largest first, ties in index order: a stable ascending sort of the reversed row,
+        # read backwards (negating would wrap unsigned values and round large int64 ones).
+        order = width - 1 - np.argsort(row[::-1], kind="stable")[::-1][:k]
+        values = row[order].tolist()  # Python ints for integer types, floats otherwise
+        for column, index in enumerate(order.tolist()):
+            value = values[column]
+            text = f"{value:f}:{index}" if kind is float else f"{value}:{index}"
             if labels is not None and index < len(labels):
                 text += f":{labels[index]}"
             results[row_index, column] = text.encode()
     shape = results.shape if batched else (k,)
     return Tensor(tensor.name, "BYTES", tuple(shape), results.reshape(shape))
+
+
+#: The datatypes Triton classifies, and how it prints their values. Triton refuses FP16 and
+#: BF16; Trident prints them as floats (docs/protocol.md, deliberate differences).
+_CLASSIFIABLE: dict[str, type] = {
+    **dict.fromkeys(
+        ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"), int
+    ),
+    **dict.fromkeys(("FP16", "BF16", "FP32", "FP64"), float),
+}

@@ -79,6 +79,13 @@ class ModelStats:
         batch.compute_infer.add(infer_ns)
         batch.compute_output.add(output_ns)
 
+    def record_failed_execution(self, batch_size: int, start_ns: int, end_ns: int) -> None:
+        """An execution whose model raised for the whole batch. Triton still counts it as an
+        execution of `batch_size` inferences (its backends report the batch either way); the
+        requests themselves are counted as failures (`record_failure`, reason BACKEND). With no
+        timings from the model, the whole span counts as compute_infer."""
+        self.record_execution(batch_size, start_ns, start_ns, end_ns, end_ns)
+
     def record_success(
         self,
         arrival_ns: int,

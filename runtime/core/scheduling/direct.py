@@ -126,6 +126,12 @@ class DirectScheduler(Scheduler):
         self._stats.record_failure(error.failure_reason, request.arrival_ns, now)
         request.responder.fail(error)
 
+    def _fail_execution(self, request: InferenceRequest, error: TridentError, start: int) -> None:
+        """The model ran and raised: an execution all the same (Triton counts it)."""
+        now = time.monotonic_ns()
+        self._stats.record_failed_execution(batch_size_of(request, self._batched), start, now)
+        self._fail(request, error, now)
+
     def _run_now(self, worker: InstanceWorker, request: InferenceRequest) -> bool:
         """Run `request` inline, before `submit` returns: no task, no loop turn, and the
         caller finds its response ready. False when the instance asked for its thread after
@@ -134,7 +140,7 @@ class DirectScheduler(Scheduler):
         try:
             outcome = worker.execute_now([request])
         except TridentError as error:
-            self._fail(request, error, time.monotonic_ns())
+            self._fail_execution(request, error, queue_end)
             self._idle.append(worker)
             return True
         if outcome is None:
@@ -151,7 +157,7 @@ class DirectScheduler(Scheduler):
         try:
             outcome = await worker.execute([request])
         except TridentError as error:
-            self._fail(request, error, time.monotonic_ns())
+            self._fail_execution(request, error, queue_end)
             return
         self._finish(request, outcome, queue_end)
 

@@ -513,7 +513,7 @@ class DynamicBatchScheduler(Scheduler):
         try:
             outcome = worker.execute_now(requests)
         except TridentError as error:
-            self._fail_all(requests, error)
+            self._fail_execution(requests, size, error, queue_end)
             return True
         if outcome is None:
             self._start(self._run(worker, None, queue_end, (requests, size)))
@@ -532,7 +532,7 @@ class DynamicBatchScheduler(Scheduler):
         try:
             outcome = await worker.execute(requests)
         except TridentError as error:
-            self._fail_all(requests, error)
+            self._fail_execution(requests, size, error, queue_end)
             return
         self._deliver(requests, size, outcome, queue_end)
 
@@ -551,6 +551,13 @@ class DynamicBatchScheduler(Scheduler):
             requests.append(request)
             size += entry.size
         return requests, size
+
+    def _fail_execution(
+        self, requests: list[InferenceRequest], size: int, error: TridentError, start: int
+    ) -> None:
+        """The model ran the batch and raised: an execution all the same (Triton counts it)."""
+        self._stats.record_failed_execution(size, start, self._clock())
+        self._fail_all(requests, error)
 
     def _fail_all(self, requests: list[InferenceRequest], error: TridentError) -> None:
         now = self._clock()

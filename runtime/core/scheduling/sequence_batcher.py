@@ -202,6 +202,8 @@ class SequenceBatcher(Scheduler):
                     batch.requests
                 )
             except TridentError as error:
+                # The model ran and raised: an execution all the same (Triton counts it).
+                stats.record_failed_execution(len(real), queue_end, time.monotonic_ns())
                 for entry in real:
                     self._fail(entry.request, error)
                 return

@@ -1,0 +1,112 @@
+"""Behaviours checked against a real Triton 2.51 with Triton's own clients: the classification
+extension's value formatting and the statistics of a model that fails, over HTTP and gRPC."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tests.helpers import running_server
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+
+
+def copy_models(names: list[str], repository: Path) -> Path:
+    for name in names:
+        shutil.copytree(MODELS / name, repository / name)
+    return repository
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    repository = copy_models(
+        ["classify_types", "raises", "raises_batched"], tmp_path_factory.mktemp("compat")
+    )
+    with running_server(repository) as running:
+        yield running
+
+
+@pytest.fixture(params=["http", "grpc"])
+def client(request, server):
+    if request.param == "http":
+        client = httpclient.InferenceServerClient(server.http_url)
+    else:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+    client.protocol = request.param
+    yield client
+    client.close()
+
+
+def _module(client):
+    return httpclient if client.protocol == "http" else grpcclient
+
+
+def _classify(client, output: str, data: np.ndarray, class_count: int) -> list[list[bytes]]:
+    module = _module(client)
+    tensor = module.InferInput("INPUT0", list(data.shape), "INT32")
+    tensor.set_data_from_numpy(data)
+    if client.protocol == "http":
+        wanted = module.InferRequestedOutput(output, binary_data=False, class_count=class_count)
+    else:
+        wanted = module.InferRequestedOutput(output, class_count=class_count)
+    result = client.infer("classify_types", [tensor], outputs=[wanted])
+    values = result.as_numpy(output)
+    return [[v if isinstance(v, bytes) else v.encode() for v in row] for row in values]
+
+
+# Triton prints integers with std::to_string (no decimals) and floats with "%f".
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("OUT_INT32", [[b"16:1:dog", b"15:3:fish"], [b"7:0:cat", b"-2:2:bird"]]),
+        (
+            "OUT_FP32",
+            [[b"16.000000:1:dog", b"15.000000:3:fish"], [b"7.000000:0:cat", b"-2.000000:2:bird"]],
+        ),
+        ("OUT_FP16", [[b"16.000000:1", b"15.000000:3"], [b"7.000000:0", b"-2.000000:2"]]),
+        ("OUT_INT64", [[b"16:1", b"15:3"], [b"7:0", b"-2:2"]]),
+        ("OUT_UINT8", [[b"16:1", b"15:3"], [b"254:2", b"251:1"]]),  # -2, -5 as uint8
+    ],
+)
+def test_classification_prints_values_as_triton_does(client, output, expected):
+    data = np.array([[3, 16, 1, 15], [7, -5, -2, -9]], dtype=np.int32)
+    assert _classify(client, output, data, 2) == expected
+
+
+def _stats(client, model: str) -> dict:
+    if client.protocol == "http":
+        return client.get_inference_statistics(model)["model_stats"][0]
+    response = client.get_inference_statistics(model, as_json=True)
+    return response["model_stats"][0]
+
+
+def _count(stats: dict, key: str) -> int:
+    return int(stats.get(key, 0))
+
+
+@pytest.mark.parametrize("model", ["raises", "raises_batched"])
+def test_a_failing_execution_is_counted_as_triton_counts_it(client, model):
+    module = _module(client)
+    before = _stats(client, model)
+    tensor = module.InferInput("INPUT0", [3, 2], "FP32")
+    tensor.set_data_from_numpy(np.zeros((3, 2), np.float32))
+    with pytest.raises(InferenceServerException, match="this model always fails"):
+        client.infer(model, [tensor])
+    after = _stats(client, model)
+    # One execution of three inferences, one failed request; never a success.
+    assert _count(after, "execution_count") == _count(before, "execution_count") + 1
+    assert _count(after, "inference_count") == _count(before, "inference_count") + 3
+    fail_before = before["inference_stats"].get("fail", {})
+    fail_after = after["inference_stats"]["fail"]
+    assert _count(fail_after, "count") == _count(fail_before, "count") + 1
+    assert _count(fail_after, "ns") > _count(fail_before, "ns")
+    assert _count(after["inference_stats"].get("success", {}), "count") == 0
+    batch = {int(b["batch_size"]): b for b in after["batch_stats"]}
+    assert _count(batch[3]["compute_infer"], "count") >= 1
+    assert after["last_inference"] and int(after["last_inference"]) > 0
