@@ -1,0 +1,167 @@
+"""The LLM engines' metrics in Prometheus' text format, under vLLM's names.
+
+vLLM's names (`vllm:time_to_first_token_seconds`, ...) are the ones Triton's vLLM backend also
+exports, so dashboards and alerts written for either work unchanged. Series carry the same
+`model` and `version` labels as Trident's `nv_*` metrics. Rendered at scrape time from each
+engine's snapshot; instances of one model version are added together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .engine import EngineMetricsSnapshot, EngineStats, HistogramSnapshot
+
+#: (name, HELP) of the counters read from EngineMetricsSnapshot attributes.
+_COUNTERS = (
+    ("prompt_tokens_total", "vllm:prompt_tokens_total", "Number of prefill tokens processed."),
+    (
+        "generation_tokens_total",
+        "vllm:generation_tokens_total",
+        "Number of generation tokens processed.",
+    ),
+    (
+        "preemptions_total",
+        "vllm:num_preemptions_total",
+        "Cumulative number of preemptions (requests recomputed when the KV cache ran out).",
+    ),
+    (
+        "prefix_cache_queries_total",
+        "vllm:prefix_cache_queries_total",
+        "KV-cache blocks looked up in the prefix cache.",
+    ),
+    (
+        "prefix_cache_hits_total",
+        "vllm:prefix_cache_hits_total",
+        "KV-cache blocks found in the prefix cache.",
+    ),
+)
+_HISTOGRAMS = (
+    (
+        "time_to_first_token_seconds",
+        "vllm:time_to_first_token_seconds",
+        "Histogram of time to first token in seconds.",
+    ),
+    (
+        "inter_token_latency_seconds",
+        "vllm:inter_token_latency_seconds",
+        "Histogram of inter-token latency in seconds.",
+    ),
+    (
+        "e2e_request_latency_seconds",
+        "vllm:e2e_request_latency_seconds",
+        "Histogram of end to end request latency in seconds.",
+    ),
+    (
+        "request_queue_time_seconds",
+        "vllm:request_queue_time_seconds",
+        "Histogram of time spent waiting for the first engine step, in seconds.",
+    ),
+    (
+        "request_prompt_tokens",
+        "vllm:request_prompt_tokens",
+        "Number of prefill tokens processed per request.",
+    ),
+    (
+        "request_generation_tokens",
+        "vllm:request_generation_tokens",
+        "Number of generation tokens processed per request.",
+    ),
+    (
+        "iteration_tokens_total",
+        "vllm:iteration_tokens_total",
+        "Histogram of the number of tokens per engine step.",
+    ),
+)
+FINISH_REASONS = ("stop", "length", "abort")
+
+
+@dataclass
+class ModelSample:
+    """One model version's engines, added together."""
+
+    model: str
+    version: int
+    snapshots: list[EngineMetricsSnapshot] = field(default_factory=list)
+    stats: list[EngineStats] = field(default_factory=list)
+
+    @property
+    def labels(self) -> str:
+        return f'model="{_escape(self.model)}",version="{self.version}"'
+
+
+def render(samples: Iterable[ModelSample]) -> str:
+    """Every LLM metric family, each with HELP and TYPE once, one series per model version."""
+    models = [sample for sample in samples if sample.snapshots]
+    if not models:
+        return ""
+    lines: list[str] = []
+    for attribute, name, help_text in _COUNTERS:
+        _header(lines, name, help_text, "counter")
+        for sample in models:
+            total = sum(getattr(snapshot, attribute) for snapshot in sample.snapshots)
+            lines.append(f"{name}{{{sample.labels}}} {total}")
+    name = "vllm:request_success_total"
+    _header(lines, name, "Count of successfully processed requests, by finish reason.", "counter")
+    for sample in models:
+        for reason in FINISH_REASONS:
+            total = sum(s.request_success_total.get(reason, 0) for s in sample.snapshots)
+            lines.append(f'{name}{{{sample.labels},finished_reason="{reason}"}} {total}')
+    gauges = (
+        ("vllm:num_requests_running", "Number of requests running in the engine.", _running),
+        ("vllm:num_requests_waiting", "Number of requests waiting for admission.", _waiting),
+        ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", _kv_usage),
+    )
+    for name, help_text, value in gauges:
+        _header(lines, name, help_text, "gauge")
+        for sample in models:
+            lines.append(f"{name}{{{sample.labels}}} {value(sample)}")
+    for attribute, name, help_text in _HISTOGRAMS:
+        _header(lines, name, help_text, "histogram")
+        for sample in models:
+            merged = _merge([getattr(snapshot, attribute) for snapshot in sample.snapshots])
+            _histogram(lines, name, sample.labels, merged)
+    return "\n".join(lines) + "\n"
+
+
+def _running(sample: ModelSample) -> int:
+    return sum(stats.num_running for stats in sample.stats)
+
+
+def _waiting(sample: ModelSample) -> int:
+    return sum(stats.num_waiting for stats in sample.stats)
+
+
+def _kv_usage(sample: ModelSample) -> float:
+    total = sum(stats.kv_blocks_total for stats in sample.stats)
+    used = sum(stats.kv_blocks_used for stats in sample.stats)
+    return used / total if total else 0.0
+
+
+def _header(lines: list[str], name: str, help_text: str, kind: str) -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+def _merge(histograms: list[HistogramSnapshot]) -> HistogramSnapshot:
+    first = histograms[0]
+    counts = [sum(h.cumulative_counts[i] for h in histograms) for i in range(len(first.bounds) + 1)]
+    return HistogramSnapshot(
+        first.bounds,
+        tuple(counts),
+        sum(h.sum for h in histograms),
+        sum(h.count for h in histograms),
+    )
+
+
+def _histogram(lines: list[str], name: str, labels: str, histogram: HistogramSnapshot) -> None:
+    for bound, count in zip(histogram.bounds, histogram.cumulative_counts, strict=False):
+        lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {count}')
+    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {histogram.cumulative_counts[-1]}')
+    lines.append(f"{name}_sum{{{labels}}} {histogram.sum}")
+    lines.append(f"{name}_count{{{labels}}} {histogram.count}")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
