@@ -108,6 +108,9 @@ class Backend(ABC):
     platforms: tuple[str, ...] = ()
     #: File a version folder holds when the config names none (`default_model_filename`).
     default_model_filename: str = ""
+    #: Its decoupled models send exactly one response to a request that does not ask to
+    #: stream, so unary calls (ModelInfer, /infer) are served instead of refused (llm).
+    single_response_when_unary: bool = False
 
     def auto_complete_config(self, config: mc.ModelConfig, model_dir: Path, strict: bool) -> None:
         """Fill what the config leaves out (inputs, outputs, max_batch_size) from the model

@@ -41,6 +41,13 @@ BACKENDS: tuple[BackendSpec, ...] = (
         "trident-serve[torch]",
     ),
     BackendSpec(
+        "llm",
+        "trident.backends.llm.backend",
+        (),
+        ("model.json",),
+        "trident-serve[torch,llm]",
+    ),
+    BackendSpec(
         "tensorrt",
         "trident.backends.tensorrt.backend",
         ("tensorrt_plan",),
@@ -87,6 +94,10 @@ class BackendRegistry:
     def loaded(self) -> list[Backend]:
         """The backends imported so far."""
         return list(self._loaded.values())
+
+    def loaded_backend(self, name: str) -> Backend | None:
+        """The backend `name` if it was imported already (never imports it)."""
+        return self._loaded.get(name)
 
     def get(self, name: str) -> Backend:
         backend = self._loaded.get(name)

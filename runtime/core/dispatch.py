@@ -222,6 +222,8 @@ class DataPlane:
         Raises TridentError for requests that fail; the error says why.
         """
         model = self._route(request)
+        if model.decoupled and self._answers_unary(model):
+            return await self._infer_one_of_stream(model, request)
         if model.decoupled:
             raise UnsupportedError(
                 f"model '{model.name}' is decoupled (it may send any number of responses): "
@@ -244,13 +246,38 @@ class DataPlane:
             cached.store(response)
         return self._complete(model, request, response)
 
-    async def infer_stream(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+    def _answers_unary(self, model: LoadedModel) -> bool:
+        backend = self.models.backends.loaded_backend(model.backend_name)
+        return backend is not None and backend.single_response_when_unary
+
+    async def _infer_one_of_stream(
+        self, model: LoadedModel, request: InferenceRequest
+    ) -> InferenceResponse:
+        """A unary call on a decoupled model whose backend sends one response per request
+        unless asked to stream (the llm backend): that response, or an error when there were
+        more."""
+        responses = []
+        async for response in self.infer_stream(request, routed=model):
+            if response.error is not None:
+                raise response.error
+            if response.outputs or response.parameters:
+                responses.append(response)
+        if len(responses) != 1:
+            raise InvalidArgumentError(
+                f"model '{model.name}' sent {len(responses)} responses to a unary call, which "
+                "carries exactly one: use streaming (gRPC ModelStreamInfer, generate_stream)"
+            )
+        return responses[0]
+
+    async def infer_stream(
+        self, request: InferenceRequest, routed: LoadedModel | None = None
+    ) -> AsyncIterator[InferenceResponse]:
         """Run one request on any model and yield its responses as they come.
 
         Validation errors raise before the first response; errors the model reports mid-stream
         come as responses with `error` set (and `final=True`).
         """
-        model = self._route(request)
+        model = routed if routed is not None else self._route(request)
         assert self._loop is not None
         cached = None
         if model.response_cache is not None:  # never set for decoupled models

@@ -19,7 +19,7 @@ from trident.runtime.protocol import model_config_pb2 as mc
 from . import devices
 
 #: Backends whose KIND_AUTO instances go to a GPU when one exists.
-GPU_BACKENDS = frozenset({"onnxruntime", "pytorch", "tensorrt"})
+GPU_BACKENDS = frozenset({"onnxruntime", "pytorch", "tensorrt", "llm"})
 #: Backends that accept KIND_GPU (Python models get the device id and use it themselves).
 GPU_CAPABLE_BACKENDS = GPU_BACKENDS | {"python"}
 

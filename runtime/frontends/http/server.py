@@ -32,8 +32,11 @@ from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.errors import TridentError
 from trident.runtime.settings import ServerSettings
 
+from ..restricted_api import RestrictedApis, http_api_group
+from ..tls import TlsConfig
 from . import codec
 from .handlers import JSON_HEADERS, HttpHandlers, error_response
+from .openai.handlers import OpenAIHandlers
 
 logger = logging.getLogger("trident.http")
 
@@ -60,9 +63,12 @@ class HttpRouter:
 
     def __init__(self, handlers: HttpHandlers) -> None:
         self.handlers = handlers
+        self.openai = OpenAIHandlers(handlers.dataplane, handlers.read_body)
 
     def resolve(self, path: str) -> Route | None:
         h = self.handlers
+        if path.startswith("/v1/"):
+            return self.openai.resolve(path)
         match = _MODEL.fullmatch(path)
         if match is not None:
             return self._model_route(unquote(match[1]), match[2] or "", match[3] or "")
@@ -131,18 +137,26 @@ class HttpFrontend:
         max_input_size = settings.http_max_input_size
         self.router = HttpRouter(HttpHandlers(dataplane, max_input_size))
         self._runner: web.ServerRunner | None = None
+        # Resolved once: with nothing restricted no check runs per request.
+        self.restrictions = RestrictedApis.for_http(settings.http_restricted_api)
+        self.tls = TlsConfig.for_http(settings)
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port (useful when the setting is 0)."""
         # handler_cancellation: a client that disconnects cancels its handler, which cancels
         # the inference request. access_log=None keeps logging off the hot path.
-        server = web.Server(self.dispatch, handler_cancellation=True, access_log=None)
+        handler = self.dispatch_restricted if self.restrictions else self.dispatch
+        server = web.Server(handler, handler_cancellation=True, access_log=None)
         runner = web.ServerRunner(
             server, handle_signals=False, shutdown_timeout=self.settings.exit_timeout_secs
         )
         await runner.setup()
         site = web.TCPSite(
-            runner, self.settings.http_address, self.settings.http_port, reuse_address=True
+            runner,
+            self.settings.http_address,
+            self.settings.http_port,
+            reuse_address=True,
+            ssl_context=self.tls.ssl_context(alpn=("http/1.1",)) if self.tls else None,
         )
         try:
             await site.start()
@@ -151,13 +165,27 @@ class HttpFrontend:
             raise
         self._runner = runner
         port = runner.addresses[0][1]
-        logger.info("Started HTTPService at %s:%d", self.settings.http_address, port)
+        logger.info(
+            "Started HTTPService at %s:%d%s",
+            self.settings.http_address,
+            port,
+            "" if self.tls is None else " (mutual TLS)" if self.tls.mutual else " (TLS)",
+        )
         return int(port)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    async def dispatch_restricted(self, request: web.BaseRequest) -> web.StreamResponse:
+        """`dispatch` behind --http-restricted-api: a call to a restricted group without its
+        header is refused as Triton refuses it (403, before the method is even checked)."""
+        group = http_api_group(request.rel_url.raw_path)
+        refusal = self.restrictions.refusal(group, request.headers)
+        if refusal is not None:
+            return web.Response(body=codec.error_body(refusal), status=403, headers=JSON_HEADERS)
+        return await self.dispatch(request)
 
     async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         route = self.router.resolve(request.rel_url.raw_path)
