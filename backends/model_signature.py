@@ -4,11 +4,12 @@ config from it and checking a config against it. Shared by the framework backend
 Auto-complete (Triton's, `--strict-model-config=false`, the default):
 - a config that declares both inputs and outputs is left alone (instances still check it);
 - otherwise the model file is read: when every input and output has a variable first dimension
-  the model can batch, and `max_batch_size` 0 becomes DEFAULT_MAX_BATCH_SIZE (capped by what the
-  file allows) with a `dynamic_batching {}` scheduler when none is configured; a model that
-  cannot batch with a non-zero `max_batch_size` is an error. Unlike Triton, a config that
-  declares some tensor with the model's full shape (batch dimension included) keeps
-  max_batch_size 0, since that is what its dims mean;
+  the model can batch, and `max_batch_size` 0 becomes the largest batch the file declares (a
+  torch.export Dim max, a TensorRT profile maximum), else DEFAULT_MAX_BATCH_SIZE, with a
+  `dynamic_batching {}` scheduler when none is configured; a model that cannot batch with a
+  non-zero `max_batch_size` is an error. Unlike Triton, a config that declares some tensor
+  with the model's full shape (batch dimension included) keeps max_batch_size 0, since that
+  is what its dims mean;
 - missing inputs / outputs are filled from the file, `dims` without the batch dimension; a
   scalar becomes `dims: [1]` with `reshape: { shape: [] }`. The sequence batcher's control
   inputs and implicit-state inputs and outputs (`sequence_batching`) are left out: the server
@@ -202,10 +203,9 @@ def complete_config(
     where = f"model '{config.name}'"
     if signature.supports_batching() and not _declares_full_shapes(config, signature):
         if config.max_batch_size == 0:
-            limit = signature.batch_limit
-            config.max_batch_size = (
-                min(default_max_batch_size, limit) if limit else default_max_batch_size
-            )
+            # A bound the file declares (a torch.export Dim max, a TensorRT profile) is what
+            # the model's author chose; Triton's default applies only when it declares none.
+            config.max_batch_size = signature.batch_limit or default_max_batch_size
         if config.max_batch_size > 1 and not (
             config.HasField("dynamic_batching") or config.HasField("sequence_batching")
         ):

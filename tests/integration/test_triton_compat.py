@@ -110,3 +110,42 @@ def test_a_failing_execution_is_counted_as_triton_counts_it(client, model):
     batch = {int(b["batch_size"]): b for b in after["batch_stats"]}
     assert _count(batch[3]["compute_infer"], "count") >= 1
     assert after["last_inference"] and int(after["last_inference"]) > 0
+
+
+def _export_batch64(repository: Path) -> None:
+    """A torch.export program whose batch dimension declares max=64 (and no config.pbtxt)."""
+    torch = pytest.importorskip("torch")
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    batch = torch.export.Dim("batch", max=64)
+    program = torch.export.export(
+        Double().eval(), (torch.ones(2, 3),), dynamic_shapes={"x": {0: batch}}
+    )
+    (repository / "double" / "1").mkdir(parents=True)
+    torch.export.save(program, str(repository / "double" / "1" / "model.pt2"))
+
+
+def test_an_exported_program_batches_up_to_the_bound_it_declares(tmp_path):
+    _export_batch64(tmp_path)
+    with running_server(tmp_path) as server:
+        http = httpclient.InferenceServerClient(server.http_url)
+        grpc = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            assert http.get_model_config("double")["max_batch_size"] == 64
+            assert grpc.get_model_config("double").config.max_batch_size == 64
+            data = np.arange(15, dtype=np.float32).reshape(5, 3)
+            for module, client in ((httpclient, http), (grpcclient, grpc)):
+                tensor = module.InferInput("x", [5, 3], "FP32")
+                tensor.set_data_from_numpy(data)
+                result = client.infer("double", [tensor])
+                np.testing.assert_array_equal(result.as_numpy("OUTPUT__0"), data * 2)
+            tensor = httpclient.InferInput("x", [65, 3], "FP32")
+            tensor.set_data_from_numpy(np.zeros((65, 3), np.float32))
+            with pytest.raises(InferenceServerException, match="batch-size must be <= 64"):
+                http.infer("double", [tensor])
+        finally:
+            http.close()
+            grpc.close()

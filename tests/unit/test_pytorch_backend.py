@@ -716,3 +716,9 @@ def test_simple_torchscript_example_loads_and_computes_2x_plus_1():
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     got = outputs_of(run(instance, make_request(INPUT__0=x))[0])
     np.testing.assert_allclose(got["OUTPUT__0"], x * 2 + 1)
+
+
+def test_export_batch_bound_above_the_default_sets_max_batch_size(tmp_path):
+    model_dir = tmp_path / "add_mul"
+    export_add_mul(model_dir, batch_max=64)
+    assert load_config(model_dir).max_batch_size == 64  # the declared bound, not Triton's 4

@@ -318,7 +318,7 @@ def test_backend_auto_complete_reads_the_engine(tmp_path, monkeypatch):
     model_dir = plan_model(tmp_path)
     config = normalized()
     trt_backend.create_backend().auto_complete_config(config, model_dir, strict=False)
-    assert config.max_batch_size == 4  # default, within the profile's 16
+    assert config.max_batch_size == 16  # the profile's maximum, not the default 4
     assert config.HasField("dynamic_batching")
     assert [t.name for t in config.input] == ["x"]
     strict = normalized(COMPLETE.replace("TYPE_FP16", "TYPE_FP32"))
