@@ -11,6 +11,7 @@ from trident.backends.registry import BackendRegistry
 from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
 from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.model_manager import ModelManager
+from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.core.repository import ModelRepository
 from trident.runtime.core.response_cache import create_response_cache
 from trident.runtime.core.shared_memory import SharedMemoryRegistry
@@ -37,6 +38,11 @@ class TridentServer:
             control_mode=settings.model_control_mode,
             strict_model_config=settings.strict_model_config,
             response_cache=create_response_cache(settings.cache_config),
+            load_limits=LoadRequestLimits(
+                settings.model_load_max_files,
+                settings.http_max_input_size,
+                settings.http_max_json_depth,
+            ),
         )
         self.shared_memory = SharedMemoryRegistry()
         # Opens the CUDA runtime on the first CUDA registration only (none without a GPU).

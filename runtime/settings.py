@@ -197,6 +197,13 @@ class ServerSettings:
         "deepest nesting of arrays and objects accepted in a JSON request body",
         parse=int,
     )
+    model_load_max_files: int = setting(
+        1024,
+        "--model-load-max-files",
+        "most model files one load request may send (`file:` parameters); their total size is "
+        "bounded by --http-max-input-size on both protocols",
+        parse=int,
+    )
     grpc_max_receive_message_size: int = setting(
         64 * 1024 * 1024,
         "--grpc-max-receive-message-size",

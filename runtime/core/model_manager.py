@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +27,12 @@ from trident.runtime.protocol import model_config_pb2 as mc
 
 from . import model_config
 from .instances import InstanceWorker
+from .json_depth import check_json_depth
 from .loaded_model import LoadedModel
+from .model_names import check_model_name
+from .model_overrides import LoadRequestLimits, OverrideFolder, write_override_files
 from .model_preparation import ModelPreparer, PreparedModel
-from .repository import ModelRepository, fingerprint, version_folders, write_override_files
+from .repository import ModelRepository, fingerprint, version_folders
 from .response_cache import ResponseCache
 from .scheduling import create_scheduler
 from .scheduling.base import Scheduler
@@ -70,8 +72,11 @@ class _ModelRecord:
     #: A failure that concerns the whole model (unreadable config, unknown backend...).
     reason: str = ""
     fingerprint: tuple[tuple[str, int, int], ...] = ()
-    #: Temporary folder holding files sent with a load request.
-    override_dir: Path | None = None
+    #: The temporary folder holding files sent with a load request (removed with the model).
+    override: OverrideFolder | None = None
+    #: Loaded because someone asked for it (load API, --load-model, the repository at start),
+    #: not only because an ensemble needs it: `unload_dependents` leaves such a model loaded.
+    explicit: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -85,6 +90,7 @@ class ModelManager:
         control_mode: str = "none",
         strict_model_config: bool = False,
         response_cache: ResponseCache | None = None,
+        load_limits: LoadRequestLimits | None = None,
     ) -> None:
         if control_mode not in CONTROL_MODES:
             raise ValueError(f"model control mode must be one of {CONTROL_MODES}")
@@ -95,6 +101,8 @@ class ModelManager:
         self._preparer = ModelPreparer(repository, backends, strict_model_config)
         #: The server-wide response cache (`--cache-config`); None when not configured.
         self.response_cache = response_cache
+        #: Bounds on what a load request may send.
+        self.load_limits = load_limits or LoadRequestLimits()
         self._records: dict[str, _ModelRecord] = {}
         #: name -> {version: model} for READY versions; name -> highest READY version.
         self._ready: dict[str, dict[int, LoadedModel]] = {}
@@ -205,7 +213,13 @@ class ModelManager:
             names = {n for n, loc in self.repository.scan().items() if loc.repository == root}
         else:
             names |= set(self.repository.scan())
-        entries = []
+        # Folders whose name is no model name are reported (not attributed to one repository).
+        rejected = {} if repository else self.repository.rejected_folders()
+        entries = [
+            RepositoryIndexEntry(name, "", UNAVAILABLE, f"not served: {problem}")
+            for name, problem in rejected.items()
+            if not ready_only
+        ]
         for name in sorted(names):
             record = self._records.get(name)
             if record is None or (not record.versions and not record.reason):
@@ -221,6 +235,7 @@ class ModelManager:
                 if ready_only and state.state != READY:
                     continue
                 entries.append(RepositoryIndexEntry(name, str(version), state.state, state.reason))
+        entries.sort(key=lambda entry: entry.name)  # stable: versions stay in order
         return entries
 
     # ------------------------------------------------------------------ start / stop / poll
@@ -276,7 +291,7 @@ class ModelManager:
             if record is None or record.fingerprint != fingerprint(location.path):
                 await self._load_reporting(name)
         for name, record in list(self._records.items()):
-            if name not in found and record.override_dir is None:
+            if name not in found and record.override is None:
                 await self.unload(name)
 
     # ------------------------------------------------------------------ repository API
@@ -289,48 +304,88 @@ class ModelManager:
             )
 
     async def load_via_api(self, name: str, config_json: str, files: dict[str, bytes]) -> None:
+        """The repository API's load: `files` are `file:` parameters without their prefix."""
+        check_model_name(name)
         self._check_explicit()
-        override = model_config.parse_config_json(config_json) if config_json else None
-        override_dir = None
+        override = None
+        if config_json:
+            check_json_depth(
+                config_json.encode("utf-8", "surrogatepass"),
+                self.load_limits.max_json_depth,
+                "config",
+            )
+            override = model_config.parse_config_json(config_json)
+        folder = None
         if files:
             if override is None:
                 raise InvalidArgumentError(
                     f"failed to load '{name}': model files sent with a load request need a "
                     "'config' parameter too"
                 )
-            override_dir = write_override_files(name, files)
+            folder = write_override_files(name, files, self.load_limits)
         elif not self._records.get(name) and name not in self.repository.scan():
             raise NotFoundError(
                 f"failed to load '{name}': no model folder named '{name}' in "
                 + ", ".join(str(r) for r in self.repository.roots)
             )
-        await self.load(name, override, override_dir)
+        await self.load(name, override, folder)
 
     async def unload_via_api(self, name: str, unload_dependents: bool = False) -> None:
+        """The repository API's unload. Unloading a model that is unknown or not loaded
+        succeeds and does nothing, as in Triton."""
+        check_model_name(name)
         self._check_explicit()
-        if name not in self._records and name not in self.repository.scan():
-            raise NotFoundError(f"failed to unload '{name}': no such model")
+        if name not in self._records:
+            return
+        needed = self._composing_models_of(name) if unload_dependents else []
         await self.unload(name)
         if unload_dependents:
-            await self._unload_dependents(name)
+            await self._unload_implicit_composing(needed)
+            await self._unload_calling_ensembles(name)
 
-    async def _unload_dependents(self, name: str) -> None:
-        """Unload the loaded ensembles that call `name`, and the ensembles calling those."""
-        unloaded = {name}
+    def _composing_models_of(self, name: str) -> list[str]:
+        """The models the loaded versions of ensemble `name` call (none for other models)."""
+        composing: dict[str, None] = {}
+        for model in self._ready.get(name, {}).values():
+            if model.ensemble is not None:
+                composing.update(dict.fromkeys(model.ensemble.graph.composing_models()))
+        return list(composing)
+
+    def _callers(self, name: str) -> list[str]:
+        """The loaded ensembles that call `name`."""
+        return [
+            ensemble
+            for ensemble, versions in self._ready.items()
+            if any(
+                model.ensemble is not None and name in model.ensemble.graph.composing_models()
+                for model in versions.values()
+            )
+        ]
+
+    async def _unload_implicit_composing(self, composing: list[str]) -> None:
+        """Triton's `unload_dependents` on an ensemble: unload each composing model that was
+        loaded only because an ensemble needed it and that no loaded model calls any more;
+        then the same for the composing models of those (nested ensembles)."""
+        pending = list(composing)
+        while pending:
+            name = pending.pop(0)
+            record = self._records.get(name)
+            if record is None or record.explicit or name not in self._ready:
+                continue
+            if self._callers(name):
+                continue
+            nested = self._composing_models_of(name)
+            await self.unload(name)
+            pending.extend(nested)
+
+    async def _unload_calling_ensembles(self, name: str) -> None:
+        """Unload the loaded ensembles that call `name`, and the ensembles calling those: with
+        one of their steps gone they cannot serve."""
         pending = [name]
         while pending:
-            target = pending.pop()
-            for ensemble_name in list(self._ready):
-                if ensemble_name in unloaded:
-                    continue
-                versions = self._ready.get(ensemble_name, {}).values()
-                if any(
-                    model.ensemble is not None and target in model.ensemble.graph.composing_models()
-                    for model in versions
-                ):
-                    unloaded.add(ensemble_name)
-                    pending.append(ensemble_name)
-                    await self.unload(ensemble_name)
+            for ensemble in self._callers(pending.pop()):
+                await self.unload(ensemble)
+                pending.append(ensemble)
 
     # ------------------------------------------------------------------ load / unload
 
@@ -338,28 +393,35 @@ class ModelManager:
         self,
         name: str,
         override: mc.ModelConfig | None = None,
-        override_dir: Path | None = None,
+        override_files: OverrideFolder | None = None,
+        explicit: bool = True,
     ) -> None:
         """Load (or reload) every version the version policy selects. A version that fails
-        keeps its previous incarnation serving, if it had one. Raises ModelLoadError."""
+        keeps its previous incarnation serving, if it had one. Raises ModelLoadError.
+
+        `explicit` is False when only an ensemble asks for the model (see `unload_dependents`).
+        """
+        check_model_name(name)
+        override_dir = override_files.model_dir if override_files is not None else None
         record = self._records.setdefault(name, _ModelRecord(name))
+        record.explicit |= explicit
         async with record.lock:
             try:
                 prepared = await asyncio.to_thread(
                     self._preparer.prepare, name, override, override_dir
                 )
             except TridentError as exc:
-                self._record_model_failure(record, str(exc), override_dir)
+                self._record_model_failure(record, str(exc), override_files)
                 raise ModelLoadError(f"failed to load '{name}': {exc}") from None
             except Exception as exc:  # a bug in a backend's auto-complete: report, keep serving
-                self._record_model_failure(record, f"{type(exc).__name__}: {exc}", override_dir)
+                self._record_model_failure(record, f"{type(exc).__name__}: {exc}", override_files)
                 raise ModelLoadError(
                     f"failed to load '{name}': {type(exc).__name__}: {exc}"
                 ) from None
             record.reason = ""
-            if record.override_dir is not None and record.override_dir != override_dir:
-                shutil.rmtree(record.override_dir.parent, ignore_errors=True)
-            record.override_dir = override_dir
+            if record.override is not None and record.override != override_files:
+                record.override.remove()
+            record.override = override_files
             previous_fingerprint = record.fingerprint
             record.fingerprint = fingerprint(prepared.model_dir)
             # Only config.pbtxt changed (or a config override came): a change of instance counts
@@ -409,10 +471,12 @@ class ModelManager:
                 raise ModelLoadError(f"failed to load '{name}': {detail}")
 
     def _record_model_failure(
-        self, record: _ModelRecord, reason: str, override_dir: Path | None
+        self, record: _ModelRecord, reason: str, override_files: OverrideFolder | None
     ) -> None:
-        if override_dir is not None:
-            shutil.rmtree(override_dir.parent, ignore_errors=True)
+        if override_files is not None:
+            # Only the folder this load request made: the one the model uses, if any, stays.
+            override_files.remove()
+        override_dir = override_files.model_dir if override_files is not None else None
         if any(state.model is not None for state in record.versions.values()):
             logger.error(
                 "reloading '%s' failed, the loaded versions keep serving: %s", record.name, reason
@@ -528,13 +592,14 @@ class ModelManager:
         at once at start), else load it now (explicit mode loads what an ensemble needs)."""
         if self.is_ready(name):
             return
+        check_model_name(name)
         record = self._records.get(name)
         if record is not None and record.lock.locked():
             async with record.lock:
                 pass
         elif record is not None or name in self.repository.scan():
             try:
-                await self.load(name)
+                await self.load(name, explicit=False)
             except ModelLoadError as exc:
                 raise ModelLoadError(
                     f"ensemble '{ensemble}' needs model '{name}', which failed to load: {exc}"
@@ -668,9 +733,10 @@ class ModelManager:
                 if state.state != READY:
                     state.state, state.reason = UNAVAILABLE, UNLOADED_REASON
             record.reason = ""
-            if record.override_dir is not None:
-                shutil.rmtree(record.override_dir.parent, ignore_errors=True)
-                record.override_dir = None
+            record.explicit = False
+            if record.override is not None:
+                record.override.remove()
+                record.override = None
 
 
 def _model_files(

@@ -1,18 +1,23 @@
 """Model repositories on disk: which models exist, their version folders, and a fingerprint of
-their files for poll mode. Knows nothing about loading."""
+their files for poll mode. Knows nothing about loading.
+
+A folder whose name breaks the model-name rule (core/model_names.py) is reported by
+`rejected_folders` and in the repository index, and never served."""
 
 from __future__ import annotations
 
-import base64
+import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from trident.runtime.errors import InvalidArgumentError, ModelLoadError
+from trident.runtime.errors import ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
+
+from .model_names import model_folder, model_name_problem
+
+logger = logging.getLogger("trident.models")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,8 @@ class ModelRepository:
 
     def __init__(self, roots: Iterable[Path]) -> None:
         self.roots = [Path(root).resolve() for root in roots]
+        #: Folder names already warned about, so a poll loop does not repeat the warning.
+        self._warned: set[str] = set()
 
     def check_roots(self) -> None:
         for root in self.roots:
@@ -34,21 +41,46 @@ class ModelRepository:
                 raise ModelLoadError(f"model repository '{root}' is not a folder")
 
     def scan(self) -> dict[str, ModelLocation]:
-        """Every model folder in every repository. A name found in two repositories is an error
-        for that name, reported when it is loaded."""
+        """Every model folder in every repository whose name is a valid model name. A name
+        found in two repositories is an error for that name, reported when it is loaded."""
         found: dict[str, ModelLocation] = {}
+        for root, entry in self._model_folders():
+            if model_name_problem(entry.name) is None:
+                found.setdefault(entry.name, ModelLocation(entry.name, root, Path(entry.path)))
+        return found
+
+    def rejected_folders(self) -> dict[str, str]:
+        """{folder name: the rule it breaks} for model folders that are not served."""
+        rejected: dict[str, str] = {}
+        for root, entry in self._model_folders():
+            problem = model_name_problem(entry.name)
+            if problem is not None:
+                rejected.setdefault(entry.name, problem)
+                if entry.name not in self._warned:
+                    self._warned.add(entry.name)
+                    logger.warning(
+                        "model folder %r in %s is not served: %s", entry.name, root, problem
+                    )
+        return rejected
+
+    def _model_folders(self) -> list[tuple[Path, os.DirEntry[str]]]:
+        folders: list[tuple[Path, os.DirEntry[str]]] = []
         for root in self.roots:
             try:
                 entries = sorted(os.scandir(root), key=lambda e: e.name)
             except OSError:
                 continue
-            for entry in entries:
-                if entry.is_dir() and not entry.name.startswith("."):
-                    found.setdefault(entry.name, ModelLocation(entry.name, root, Path(entry.path)))
-        return found
+            folders.extend(
+                (root, entry)
+                for entry in entries
+                if not entry.name.startswith(".") and entry.is_dir()
+            )
+        return folders
 
     def find(self, name: str) -> ModelLocation:
-        matches = [root / name for root in self.roots if (root / name).is_dir()]
+        """The folder of model `name`; InvalidArgumentError for a name that breaks the rule."""
+        candidates = [model_folder(root, name) for root in self.roots]
+        matches = [path for path in candidates if path.is_dir()]
         if not matches:
             searched = ", ".join(str(root) for root in self.roots) or "(no repository given)"
             raise ModelLoadError(f"no model folder named '{name}' in {searched}")
@@ -111,21 +143,3 @@ def fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
                 continue
             entries.append((path, stat.st_size, stat.st_mtime_ns))
     return tuple(sorted(entries))
-
-
-def write_override_files(name: str, files: Mapping[str, bytes | str]) -> Path:
-    """Write `file:<path>` load parameters into a fresh temporary model folder."""
-    root = Path(tempfile.mkdtemp(prefix="trident-override-"))
-    model_dir = root / name
-    model_dir.mkdir()
-    for raw_path, content in files.items():
-        relative = PurePosixPath(raw_path.removeprefix("file:"))
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
-            shutil.rmtree(root, ignore_errors=True)
-            raise InvalidArgumentError(
-                f"invalid model file path in load request: 'file:{raw_path}'"
-            )
-        target = model_dir.joinpath(*relative.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content if isinstance(content, bytes) else base64.b64decode(content))
-    return model_dir

@@ -173,7 +173,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
                     raise InvalidArgumentError(
                         f"invalid value type for load parameter '{key}', expected bytes_param."
                     )
-                files[key] = param.bytes_param
+                files[key[len("file:") :]] = param.bytes_param
             else:
                 raise InvalidArgumentError(f"unrecognized load parameter '{key}'.")
         await self._dataplane.load_model(request.model_name, config, files)

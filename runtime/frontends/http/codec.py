@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from trident.runtime.core.json_depth import DEFAULT_MAX_JSON_DEPTH, check_json_depth
+from trident.runtime.core.model_overrides import FILE_PREFIX, LoadRequestLimits
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import (
@@ -77,19 +79,23 @@ def error_body(message: str) -> bytes:
     return dumps({"error": message})
 
 
-def parse_json(body: bytes, what: str = "request") -> Any:
-    """Parse a JSON body; malformed JSON is the client's fault (400).
+def parse_json(body: bytes, what: str = "request", max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """Parse a JSON body; malformed JSON, or JSON nested deeper than `max_depth`
+    (--http-max-json-depth), is the client's fault (400).
 
     Triton answers malformed JSON with 500; Trident deliberately answers 400.
     """
+    check_json_depth(body, max_depth, what)
     try:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidArgumentError(f"failed to parse the {what} JSON buffer: {exc}") from None
 
 
-def parse_json_object(body: bytes, what: str = "request") -> dict[str, Any]:
-    document = parse_json(body, what)
+def parse_json_object(
+    body: bytes, what: str = "request", max_depth: int = DEFAULT_MAX_JSON_DEPTH
+) -> dict[str, Any]:
+    document = parse_json(body, what, max_depth)
     if not isinstance(document, dict):
         raise InvalidArgumentError(f"the {what} JSON must be an object")
     return document
@@ -329,11 +335,15 @@ def _shared_memory_ref(parameters: dict[str, Any], what: str) -> SharedMemoryRef
 
 
 def decode_infer_request(
-    model_name: str, model_version: int, body: bytes, header_length: int | None
+    model_name: str,
+    model_version: int,
+    body: bytes,
+    header_length: int | None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> tuple[InferenceRequest, OutputEncoding]:
     """Decode an /infer body: JSON, or JSON of `header_length` bytes followed by binary tensors."""
     header = body if header_length is None else body[:header_length]
-    document = parse_json_object(header)
+    document = parse_json_object(header, "request", max_json_depth)
     request = InferenceRequest(model_name=model_name, model_version=model_version)
     encoding = OutputEncoding()
 
@@ -606,38 +616,48 @@ def _wants_binary(name: str, encoding: OutputEncoding) -> bool:
 # Model repository requests.
 
 
-def decode_load_parameters(body: bytes) -> tuple[str, dict[str, bytes]]:
+def decode_load_parameters(
+    body: bytes, limits: LoadRequestLimits | None = None
+) -> tuple[str, dict[str, bytes]]:
     """A load request's optional body: the "config" override and "file:<path>" contents
-    (base64). Returns (config JSON, {path: bytes}); paths lose their "file:" prefix."""
+    (base64). Returns (config JSON, {path: bytes}); paths lose their "file:" prefix.
+
+    The number of files and their decoded size are checked against `limits` before any file is
+    decoded (the size from the base64 length)."""
     if not body:
         return "", {}
-    document = parse_json_object(body, "load request")
+    limits = limits or LoadRequestLimits()
+    document = parse_json_object(body, "load request", limits.max_json_depth)
     parameters = expect_object(document.get("parameters", {}), "parameters")
     config = ""
-    files: dict[str, bytes] = {}
+    encoded: dict[str, str] = {}
     for key, value in parameters.items():
         if key == "config":
             config = expect_string(value, "config")
-        elif key.startswith("file:"):
-            content = expect_string(value, key)
-            try:
-                files[key[len("file:") :]] = base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidArgumentError(
-                    f"load parameter '{key}' must be base64-encoded file content"
-                ) from None
+        elif key.startswith(FILE_PREFIX):
+            encoded[key[len(FILE_PREFIX) :]] = expect_string(value, key)
         else:
             raise InvalidArgumentError(
                 f"unexpected load parameter '{key}': expected 'config' or 'file:<path>'"
             )
+    limits.check_count(len(encoded))
+    limits.check_total(sum(len(content) // 4 * 3 for content in encoded.values()))
+    files: dict[str, bytes] = {}
+    for path, content in encoded.items():
+        try:
+            files[path] = base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidArgumentError(
+                f"load parameter 'file:{path}' must be base64-encoded file content"
+            ) from None
     return config, files
 
 
-def decode_unload_parameters(body: bytes) -> bool:
+def decode_unload_parameters(body: bytes, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> bool:
     """An unload request's optional body; returns `unload_dependents`."""
     if not body:
         return False
-    document = parse_json_object(body, "unload request")
+    document = parse_json_object(body, "unload request", max_json_depth)
     parameters = expect_object(document.get("parameters", {}), "parameters")
     if "unload_dependents" not in parameters:
         return False

@@ -19,11 +19,15 @@ from . import codec
 
 
 def decode_generate_request(
-    model_name: str, model_version: int, body: bytes, metadata: gs.ModelMetadataResponse
+    model_name: str,
+    model_version: int,
+    body: bytes,
+    metadata: gs.ModelMetadataResponse,
+    max_json_depth: int = codec.DEFAULT_MAX_JSON_DEPTH,
 ) -> InferenceRequest:
     """Map a generate body's fields onto the model's inputs by name; other fields (and the
     members of a "parameters" object) become request parameters."""
-    document = codec.parse_json_object(body, "generate request")
+    document = codec.parse_json_object(body, "generate request", max_json_depth)
     inputs = {tensor.name: tensor for tensor in metadata.inputs}
     request = InferenceRequest(model_name=model_name, model_version=model_version)
     for key, value in document.items():

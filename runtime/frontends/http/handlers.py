@@ -19,7 +19,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.json_depth import DEFAULT_MAX_JSON_DEPTH
 from trident.runtime.core.model_config import message_to_dict
+from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.errors import (
     InvalidArgumentError,
     TridentError,
@@ -83,9 +85,19 @@ def response_compression(accept_encoding: str) -> str:
 class HttpHandlers:
     """One method per endpoint; each returns the aiohttp response to send."""
 
-    def __init__(self, dataplane: DataPlane, max_input_size: int = DEFAULT_MAX_INPUT_SIZE) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        max_input_size: int = DEFAULT_MAX_INPUT_SIZE,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        load_limits: LoadRequestLimits | None = None,
+    ) -> None:
         self.dataplane = dataplane
         self.max_input_size = max_input_size
+        #: Deepest JSON nesting accepted on every JSON route (--http-max-json-depth).
+        self.max_json_depth = max_json_depth
+        #: Bounds on a load request's files, checked before they are decoded.
+        self.load_limits = load_limits or LoadRequestLimits(max_json_depth=max_json_depth)
 
     # ------------------------------------------------------------------ request plumbing
 
@@ -176,7 +188,7 @@ class HttpHandlers:
             infer_request, encoding = codec.decode_raw_request(model, model_version, body, config)
         else:
             infer_request, encoding = codec.decode_infer_request(
-                model, model_version, body, header_length
+                model, model_version, body, header_length, self.max_json_depth
             )
         if "text/event-stream" in request.headers.get("Accept", ""):
             return await self._stream(request, infer_request, _encode_event)
@@ -211,7 +223,7 @@ class HttpHandlers:
         body = await self.read_body(request)
         metadata = self.dataplane.model_metadata(model, version)
         infer_request = generate_codec.decode_generate_request(
-            model, int(version) if version else 0, body, metadata
+            model, int(version) if version else 0, body, metadata, self.max_json_depth
         )
         if streaming:
             return await self._stream(
@@ -277,7 +289,7 @@ class HttpHandlers:
         body = await self.read_body(request)
         ready = False
         if body:
-            document = codec.parse_json_object(body, "repository index")
+            document = codec.parse_json_object(body, "repository index", self.max_json_depth)
             if "ready" in document:
                 ready = document["ready"]
                 if not isinstance(ready, bool):
@@ -292,10 +304,10 @@ class HttpHandlers:
         if repository:
             raise UnsupportedError("'repository_name' specification is not supported")
         if action == "load":
-            config, files = codec.decode_load_parameters(body)
+            config, files = codec.decode_load_parameters(body, self.load_limits)
             await self.dataplane.load_model(model, config, files)
         else:
-            unload_dependents = codec.decode_unload_parameters(body)
+            unload_dependents = codec.decode_unload_parameters(body, self.max_json_depth)
             await self.dataplane.unload_model(model, unload_dependents)
         return web.Response(body=b"", headers=JSON_HEADERS)
 
@@ -322,7 +334,7 @@ class HttpHandlers:
                 raise InvalidArgumentError(
                     "'region name' is necessary to register system shared memory region"
                 )
-            document = codec.parse_json_object(body, "register request")
+            document = codec.parse_json_object(body, "register request", self.max_json_depth)
             if "key" not in document:
                 raise InvalidArgumentError("Shared memory register request has no 'key' field")
             if "byte_size" not in document:
@@ -359,7 +371,7 @@ class HttpHandlers:
                 raise InvalidArgumentError(
                     "'region name' is necessary to register cuda shared memory region"
                 )
-            document = codec.parse_json_object(body, "register request")
+            document = codec.parse_json_object(body, "register request", self.max_json_depth)
             for key in ("raw_handle", "device_id", "byte_size"):
                 if key not in document:
                     raise InvalidArgumentError(
@@ -378,7 +390,9 @@ class HttpHandlers:
     async def trace_setting(self, request: web.BaseRequest, model: str) -> web.Response:
         if request.method == "POST":
             body = await self.read_body(request)
-            document = codec.parse_json_object(body, "trace setting") if body else {}
+            document = (
+                codec.parse_json_object(body, "trace setting", self.max_json_depth) if body else {}
+            )
             updates = {key: _trace_values(key, value) for key, value in document.items()}
             settings = self.dataplane.update_trace_settings(model, updates)
         else:
@@ -393,7 +407,7 @@ class HttpHandlers:
     async def logging(self, request: web.BaseRequest) -> web.Response:
         if request.method == "POST":
             body = await self.read_body(request)
-            document = codec.parse_json_object(body, "logging") if body else {}
+            document = codec.parse_json_object(body, "logging", self.max_json_depth) if body else {}
             updates = {key: value for key, value in document.items() if value is not None}
             return json_response(self.dataplane.update_log_settings(updates))
         return json_response(self.dataplane.get_log_settings())

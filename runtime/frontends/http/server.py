@@ -29,6 +29,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.errors import TridentError
 from trident.runtime.settings import ServerSettings
 
@@ -135,7 +136,12 @@ class HttpFrontend:
         self.dataplane = dataplane
         self.settings = settings
         max_input_size = settings.http_max_input_size
-        self.router = HttpRouter(HttpHandlers(dataplane, max_input_size))
+        load_limits = LoadRequestLimits(
+            settings.model_load_max_files, max_input_size, settings.http_max_json_depth
+        )
+        self.router = HttpRouter(
+            HttpHandlers(dataplane, max_input_size, settings.http_max_json_depth, load_limits)
+        )
         self._runner: web.ServerRunner | None = None
         # Resolved once: with nothing restricted no check runs per request.
         self.restrictions = RestrictedApis.for_http(settings.http_restricted_api)
