@@ -69,7 +69,9 @@ class CancelledError(TridentError):
 
 
 class PermissionDeniedError(TridentError):
-    """A restricted API was called without the required header."""
+    """The server's configuration forbids the call (shared-memory registration with
+    --allow-shared-memory=false). Restricted API groups answer as Triton does instead: see
+    frontends/restricted_api.py."""
 
     http_status = 403
     grpc_code = "PERMISSION_DENIED"

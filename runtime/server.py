@@ -44,9 +44,13 @@ class TridentServer:
                 settings.http_max_json_depth,
             ),
         )
-        self.shared_memory = SharedMemoryRegistry()
+        self.shared_memory = SharedMemoryRegistry(
+            allow_registration=settings.allow_shared_memory
+        )
         # Opens the CUDA runtime on the first CUDA registration only (none without a GPU).
-        self.cuda_shared_memory = CudaSharedMemoryRegistry()
+        self.cuda_shared_memory = CudaSharedMemoryRegistry(
+            allow_registration=settings.allow_shared_memory
+        )
         self.log_settings = LogSettings(
             log_file=settings.log_file,
             log_info=settings.log_info,
@@ -70,6 +74,12 @@ class TridentServer:
 
     async def start(self) -> None:
         """Load the models the control mode selects, then open the frontends."""
+        from trident.runtime.frontends.security import check_security_settings
+
+        try:
+            check_security_settings(self.settings)  # before loading any model
+        except TridentError as exc:
+            raise ServerStartError(str(exc)) from None
         loop = asyncio.get_running_loop()
         self.dataplane.bind_loop(loop)
         self.models.bind(

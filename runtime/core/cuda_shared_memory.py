@@ -24,6 +24,7 @@ from trident.runtime.errors import (
     InternalError,
     InvalidArgumentError,
     NotFoundError,
+    PermissionDeniedError,
 )
 from trident.runtime.types import (
     DATATYPE_TO_NUMPY,
@@ -41,6 +42,7 @@ from .cuda_runtime import (
     cuda_runtime_available,
     load_cuda_runtime,
 )
+from .shared_memory import REGISTRATION_REFUSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,14 @@ class CudaSharedMemoryRegistry:
     """Registered CUDA shared-memory regions, by name.
 
     `runtime` is the CUDA binding; None (the server's case) opens libcudart on the first
-    registration. Tests pass a fake backed by host memory.
+    registration. Tests pass a fake backed by host memory. With `allow_registration` false
+    every register call is refused before CUDA is touched (`--allow-shared-memory=false`).
     """
 
-    def __init__(self, runtime: CudaRuntime | None = None) -> None:
+    def __init__(
+        self, runtime: CudaRuntime | None = None, allow_registration: bool = True
+    ) -> None:
+        self.allow_registration = allow_registration
         self._runtime = runtime
         self._regions: dict[str, _Region] = {}
         self._mappings: dict[tuple[bytes, int], _Mapping] = {}
@@ -110,6 +116,8 @@ class CudaSharedMemoryRegistry:
 
     def register(self, name: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
         """Map the allocation behind `raw_handle` (a cudaIpcMemHandle_t) on `device_id`."""
+        if not self.allow_registration:
+            raise PermissionDeniedError(REGISTRATION_REFUSED.format(kind="CUDA"))
         if not name:
             raise InvalidArgumentError("a CUDA shared memory region needs a name")
         if self._runtime is None:

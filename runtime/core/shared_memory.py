@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trident.runtime.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from trident.runtime.errors import (
+    AlreadyExistsError,
+    InvalidArgumentError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from trident.runtime.types import (
     DATATYPE_TO_NUMPY,
     SharedMemoryRef,
@@ -78,14 +83,29 @@ class _Region:
             pass  # a response still holds a view; the mapping closes when it is dropped
 
 
-class SharedMemoryRegistry:
-    """Registered system shared-memory regions, by name."""
+#: Why a registration is refused under --allow-shared-memory=false (HTTP 403, PERMISSION_DENIED).
+REGISTRATION_REFUSED = (
+    "{kind} shared memory registration is refused: this server was started with "
+    "--allow-shared-memory=false (send the tensors in the request instead, or restart the "
+    "server with --allow-shared-memory=true)"
+)
 
-    def __init__(self) -> None:
+
+class SharedMemoryRegistry:
+    """Registered system shared-memory regions, by name.
+
+    With `allow_registration` false every register call is refused before any file is opened
+    (`--allow-shared-memory=false`); status and unregister still answer.
+    """
+
+    def __init__(self, allow_registration: bool = True) -> None:
         self._regions: dict[str, _Region] = {}
         self._lock = threading.Lock()
+        self.allow_registration = allow_registration
 
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
+        if not self.allow_registration:
+            raise PermissionDeniedError(REGISTRATION_REFUSED.format(kind="system"))
         if not name:
             raise InvalidArgumentError("a shared memory region needs a name")
         with self._lock:

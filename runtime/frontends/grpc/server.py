@@ -20,7 +20,10 @@ from trident.runtime.errors import UnavailableError
 from trident.runtime.protocol import grpc_service_pb2_grpc, health_pb2_grpc
 from trident.runtime.settings import ServerSettings
 
+from ..restricted_api import RestrictedApis
+from ..tls import TlsConfig
 from .native.server import NativeGrpcServer
+from .restriction import RestrictedApiInterceptor
 from .servicer import HealthServicer, InferenceServicer
 from .wire import read_infer_request
 
@@ -58,11 +61,16 @@ class GrpcFrontend:
     async def start(self) -> int:
         """Start serving; returns the port bound."""
         servicer = InferenceServicer(self._dataplane)
+        # TLS files and restricted groups, resolved once: an unrestricted server checks nothing
+        # per call.
+        tls = TlsConfig.for_grpc(self._settings)
+        restrictions = RestrictedApis.for_grpc(self._settings.grpc_restricted_protocol)
         server: grpc.aio.Server | NativeGrpcServer
         if self._settings.grpc_implementation == "native":
-            server = NativeGrpcServer()
+            server = NativeGrpcServer(restrictions)
         else:
-            server = grpc.aio.server(options=SERVER_OPTIONS)
+            interceptors = [RestrictedApiInterceptor(restrictions)] if restrictions else None
+            server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         # The two inference RPCs take and give bytes framed by wire.py (no protobuf copies of
         # tensor data); registered handlers take precedence over the generated ones.
@@ -81,14 +89,21 @@ class GrpcFrontend:
         address = _bind_address(self._settings.grpc_address, self._settings.grpc_port)
         if isinstance(server, NativeGrpcServer):
             try:
-                port = await server.start(self._settings.grpc_address, self._settings.grpc_port)
+                port = await server.start(
+                    self._settings.grpc_address,
+                    self._settings.grpc_port,
+                    tls.ssl_context(alpn=("h2",)) if tls else None,
+                )
             except OSError as exc:
                 raise UnavailableError(
                     f"unable to bind the gRPC server to {address}: {exc.strerror or exc}"
                 ) from None
         else:
             try:
-                port = server.add_insecure_port(address)
+                if tls is None:
+                    port = server.add_insecure_port(address)
+                else:
+                    port = server.add_secure_port(address, tls.grpc_credentials())
             except RuntimeError as exc:
                 raise UnavailableError(
                     f"unable to bind the gRPC server to {address}: {exc}"
@@ -99,7 +114,11 @@ class GrpcFrontend:
         self._server = server
         self._servicer = servicer
         self.port = port
-        logger.info("gRPC server listening on %s", _bind_address(self._settings.grpc_address, port))
+        logger.info(
+            "gRPC server listening on %s%s",
+            _bind_address(self._settings.grpc_address, port),
+            "" if tls is None else " (mutual TLS)" if tls.mutual else " (TLS)",
+        )
         return port
 
     async def stop(self) -> None:

@@ -2,8 +2,8 @@
 
 Why not grpc.aio: a Python gRPC server built on grpcio spends most of a small request's time in
 grpcio's own per-call machinery (completion-queue threads, cross-thread wake-ups, one Python
-object and several awaits per call event). The bare grpc.aio echo server in
-`../shared/reference/perf-baselines.md` stays below real Triton before doing any work. This server
+object and several awaits per call event). A bare grpc.aio echo server stays below real Triton
+before doing any work (perf/README.md, "Baselines"). This server
 reads and answers a whole call in one `data_received` callback and one task, and writes the
 response (HEADERS, DATA and trailers) with one `transport.write`.
 
@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import grpc
 
+from ...restricted_api import RestrictedApis
 from ..http2.connection import Http2Connection, Stream
 from ..http2.header_block import Headers, encode_headers
 from .call import ServerCall
@@ -39,7 +41,9 @@ class _CallDetails(NamedTuple):
 class NativeGrpcServer:
     """A gRPC server on the running event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, restrictions: RestrictedApis | None = None) -> None:
+        #: --grpc-restricted-protocol; None when nothing is restricted (no check per call).
+        self._restrictions = restrictions or None
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
         self._generic_handlers: list[grpc.GenericRpcHandler] = []
         self._server: asyncio.Server | None = None
@@ -71,11 +75,16 @@ class NativeGrpcServer:
 
     # ------------------------------------------------------------------ serving
 
-    async def start(self, host: str, port: int) -> int:
-        """Listen on host:port (0 picks a free port); returns the port bound."""
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen on host:port (0 picks a free port), over TLS when `ssl_context` is given
+        (it must offer ALPN h2); returns the port bound."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._new_connection, host=host.strip("[]") or None, port=port, backlog=1024
+            self._new_connection,
+            host=host.strip("[]") or None,
+            port=port,
+            backlog=1024,
+            ssl=ssl_context,
         )
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -106,6 +115,10 @@ class NativeGrpcServer:
         method = self._lookup(path)
         if method is None:
             return _reject(connection, stream, grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        if self._restrictions is not None:
+            refusal = self._restrictions.grpc_refusal(path, headers)
+            if refusal is not None:
+                return _reject(connection, stream, grpc.StatusCode.UNAVAILABLE, refusal)
         if encoding not in SUPPORTED_ENCODINGS:
             return _reject(
                 connection,
