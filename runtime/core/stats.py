@@ -37,7 +37,7 @@ class BatchStats:
 
 @dataclass(slots=True)
 class ModelStats:
-    """Counters for one loaded model version (Triton's semantics, see triton-protocol.md 2.2)."""
+    """Counters for one loaded model version (the semantics of Triton's statistics extension)."""
 
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
