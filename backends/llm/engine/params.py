@@ -170,7 +170,7 @@ class EngineConfig:
     """Settings of one engine: where it runs, how big its KV cache is, how it batches."""
 
     #: Weights and KV-cache type: "auto" (float32 on CPU, bfloat16 on GPU), "float32",
-    #: "bfloat16" or "float16" (float16 on GPU only).
+    #: "bfloat16" or "float16" (float16 on GPU only); "float64" exists for exactness tests.
     dtype: str = "auto"
     #: "cpu", "cuda" or "cuda:N".
     device: str = "cpu"
@@ -208,8 +208,12 @@ class EngineConfig:
 
     def validate(self) -> None:
         """Raise InvalidSamplingParams naming the first setting that is out of range."""
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise InvalidSamplingParams("dtype", "must be one of auto, float32, bfloat16, float16")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16", "float64"):
+            raise InvalidSamplingParams(
+                "dtype", "must be one of auto, float32, bfloat16, float16, float64"
+            )
+        if self.dtype == "float16" and self.device == "cpu":
+            raise InvalidSamplingParams("dtype", "float16 needs a GPU; use bfloat16 on CPU")
         if not isinstance(self.device, str) or not (
             self.device == "cpu"
             or self.device == "cuda"
