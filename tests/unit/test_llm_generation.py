@@ -13,17 +13,17 @@ import pytest
 
 pytest.importorskip("torch")
 
-from trident.backends.llm.engine import (  # noqa: E402
+from trident.backends.llm.engine import (
     EngineOverloaded,
     PromptTooLong,
     RequestOutput,
     SamplingParams,
     TokenLogprob,
 )
-from trident.backends.llm.generation import EngineOverloadedError, run_generation  # noqa: E402
-from trident.backends.llm.tensor_schema import GenerationRequest, ReturnOptions  # noqa: E402
-from trident.runtime.errors import CancelledError, InvalidArgumentError  # noqa: E402
-from trident.runtime.types import InferenceRequest, InferenceResponse  # noqa: E402
+from trident.backends.llm.generation import EngineOverloadedError, run_generation
+from trident.backends.llm.tensor_schema import GenerationRequest, ReturnOptions
+from trident.runtime.errors import CancelledError, InvalidArgumentError
+from trident.runtime.types import InferenceRequest, InferenceResponse
 
 
 @dataclass

@@ -39,7 +39,7 @@ def test_a_single_gguf_file_is_found_and_several_need_a_name(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match="several GGUF"):
         resolve_source(tmp_path, None, None, None)
     assert resolve_source(tmp_path, None, None, "b.gguf").gguf_file == "b.gguf"
-    with pytest.raises(ModelLoadError, match="must be a .gguf file name"):
+    with pytest.raises(ModelLoadError, match=r"must be a \.gguf file name"):
         resolve_source(tmp_path, None, None, "../b.gguf")
 
 
@@ -70,7 +70,7 @@ def test_bad_sources_fail_the_load_with_the_reason(tmp_path, model_json, message
 
 
 def test_an_empty_folder_says_what_to_put_there(tmp_path) -> None:
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         load_settings(_config(), tmp_path)
 
 

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from trident.backends.llm.engine import EngineMetrics, EngineStats  # noqa: E402
-from trident.backends.llm.prometheus import ModelSample, render  # noqa: E402
+from trident.backends.llm.engine import EngineMetrics, EngineStats
+from trident.backends.llm.prometheus import ModelSample, render
 
 
 def _stats(used: int, total: int, running: int = 1) -> EngineStats:

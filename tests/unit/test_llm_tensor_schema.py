@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("torch")
 
-from tests.llm_models import build_tokenizer  # noqa: E402
-from trident.backends.llm.engine import TokenLogprob, TopLogprob  # noqa: E402
-from trident.backends.llm.tensor_schema import (  # noqa: E402
+from tests.llm_models import build_tokenizer
+from trident.backends.llm.engine import TokenLogprob, TopLogprob
+from trident.backends.llm.tensor_schema import (
     OUTPUTS,
     PromptRenderer,
     ReturnOptions,
@@ -21,9 +21,9 @@ from trident.backends.llm.tensor_schema import (  # noqa: E402
     response_tensors,
     sampling_params,
 )
-from trident.runtime.errors import InvalidArgumentError, ModelLoadError  # noqa: E402
-from trident.runtime.protocol import model_config_pb2 as mc  # noqa: E402
-from trident.runtime.types import InferenceRequest, RequestedOutput, Tensor  # noqa: E402
+from trident.runtime.errors import InvalidArgumentError, ModelLoadError
+from trident.runtime.protocol import model_config_pb2 as mc
+from trident.runtime.types import InferenceRequest, RequestedOutput, Tensor
 
 
 @pytest.fixture(scope="module")
