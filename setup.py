@@ -14,5 +14,5 @@ for installed_name, folder in MAPPED.items():
 setup(
     packages=packages,
     package_dir={"trident": "trident", **MAPPED},
-    package_data={"trident.runtime": ["protocol/*.py"]},
+    package_data={"trident.runtime": ["protocol/*.py", "protocol/*.pyi"]},
 )

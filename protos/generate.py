@@ -2,6 +2,9 @@
 
 Usage: python protos/generate.py [OUTPUT_DIR]   (default: runtime/protocol)
 
+Besides the modules it writes their type stubs (`*_pb2.pyi`), so mypy and editors know every
+message's fields.
+
 The generated modules register their descriptors in a private descriptor pool
 (runtime/protocol/_pool.py), not in protobuf's default pool. tritonclient registers messages with
 the same full names ("inference.ModelInferRequest", ...) in the default pool, and both must be
@@ -33,6 +36,7 @@ def _rewrite(text: str) -> str:
     )
     for module in MODULES:
         text = re.sub(rf"^import {module} as ", f"from . import {module} as ", text, flags=re.M)
+        text = re.sub(rf"^from {module} import ", f"from .{module} import ", text, flags=re.M)
     return text
 
 
@@ -46,13 +50,14 @@ def generate(output_dir: Path) -> list[Path]:
                 "grpc_tools.protoc",
                 f"-I{PROTO_DIR}",
                 f"--python_out={scratch}",
+                f"--pyi_out={scratch}",
                 f"--grpc_python_out={scratch}",
                 *(str(PROTO_DIR / name) for name in PROTO_FILES),
             ],
             check=True,
         )
         written = []
-        for generated in sorted(Path(scratch).glob("*.py")):
+        for generated in sorted(Path(scratch).glob("*.py*")):
             if (
                 generated.name.endswith("_pb2_grpc.py")
                 and "rpc "
