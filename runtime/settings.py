@@ -257,7 +257,8 @@ class ServerSettings:
     grpc_use_ssl_mutual: bool = setting(
         False,
         "--grpc-use-ssl-mutual",
-        "gRPC over mutual TLS: clients must present a certificate signed by --grpc-root-cert",
+        "gRPC over mutual TLS (turns TLS on): clients must present a certificate signed by "
+        "--grpc-root-cert",
         kind=FlagKind.BOOL,
     )
     grpc_server_cert: str = setting(
@@ -281,7 +282,8 @@ class ServerSettings:
     http_use_ssl_mutual: bool = setting(
         False,
         "--http-use-ssl-mutual",
-        "HTTPS with mutual TLS: clients must present a certificate signed by --http-root-cert",
+        "HTTPS with mutual TLS (turns TLS on): clients must present a certificate signed by "
+        "--http-root-cert",
         kind=FlagKind.BOOL,
     )
     http_server_cert: str = setting(
@@ -308,8 +310,9 @@ class ServerSettings:
     grpc_restricted_protocol: list[str] = setting(
         [],
         "--grpc-restricted-protocol",
-        "restrict API groups on gRPC to calls carrying a metadata key, same syntax as "
-        "--http-restricted-api; repeatable",
+        "restrict API groups on gRPC to calls carrying a metadata key, same syntax and groups "
+        "as --http-restricted-api; the key to send is triton-grpc-protocol-KEY (as in "
+        "tritonserver); repeatable",
         kind=FlagKind.APPEND,
         metavar="API[,API...]:KEY=VALUE",
     )
