@@ -118,3 +118,23 @@ def write_llm_model(
         config_pbtxt = f'name: "{name}"\nbackend: "llm"\n'
     (model_dir / "config.pbtxt").write_text(textwrap.dedent(config_pbtxt))
     return model_dir
+
+
+def llm_engine(running: Any, model: str) -> Any:
+    """The engine of `model`'s (first) instance in a running test server, to look at its state
+    (stats(): running and waiting requests, KV blocks in use)."""
+    backend = running.server.models.backends.loaded_backend("llm")
+    for instance in backend.instances():
+        if instance.model_name == model:
+            return instance.engine
+    raise LookupError(f"no llm model '{model}' is loaded")
+
+
+def metric_values(text: str, prefix: str = "vllm:") -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value} for the series whose name starts with prefix."""
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            key, value = line.rsplit(" ", 1)
+            values[key] = float(value)
+    return values
