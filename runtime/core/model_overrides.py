@@ -20,7 +20,7 @@ from pathlib import Path
 from trident.runtime.errors import InvalidArgumentError
 
 from .json_depth import DEFAULT_MAX_JSON_DEPTH
-from .model_names import model_folder
+from .model_names import check_model_name, model_folder
 
 #: Default bound on the files of one load request.
 DEFAULT_MAX_OVERRIDE_FILES = 1024
@@ -114,6 +114,7 @@ def write_override_files(
     Every path is checked before the folder is created; on any failure what was made is removed
     (the temporary root, nothing else) and InvalidArgumentError says why.
     """
+    check_model_name(name)
     (limits or LoadRequestLimits()).check(files)
     checked = [(override_path_parts(raw), content) for raw, content in files.items()]
     root = Path(tempfile.mkdtemp(prefix="trident-override-")).resolve()
