@@ -81,9 +81,31 @@ def test_raw_contents_anywhere_in_the_message() -> None:
         b"\x08" + b"\xff" * 11,  # varint longer than 64 bits
     ],
 )
-def test_malformed_framing_is_refused(data: bytes) -> None:
+def test_malformed_framing_is_refused(data: bytes, monkeypatch) -> None:
+    monkeypatch.setattr(wire, "SPLIT_THRESHOLD", 0)  # through the scan, then protobuf
     with pytest.raises(DecodeError):
-        wire.split_raw_input_contents(data)
+        wire.read_infer_request(b"\x3a\x02ok" + data)
+
+
+@pytest.mark.parametrize("data", [b"\x08\x01", b"\x0d\x00\x00\x00\x00", b"\x00" * 100])
+def test_fields_that_are_not_length_delimited_leave_the_message_to_protobuf(data) -> None:
+    assert wire.split_raw_input_contents(b"\x3a\x02ok" + data) == (b"\x3a\x02ok" + data, [])
+
+
+def test_a_message_of_zero_bytes_is_refused_without_a_python_loop_over_it() -> None:
+    # Field number 0 is invalid: protobuf refuses it at once, whatever the size.
+    with pytest.raises(DecodeError):
+        wire.read_infer_request(bytes(16 * 1024 * 1024))
+
+
+def test_a_message_of_many_tiny_fields_is_left_to_protobuf() -> None:
+    # 200,000 empty model_name fields: the scan stops after MAX_SPLIT_FIELDS.
+    data = b"\x0a\x00" * 200_000 + _request([b"x" * 40_000]).SerializeToString()
+    rest, raw = wire.split_raw_input_contents(data)
+    assert rest is data and raw == []
+    msg, inputs = wire.read_infer_request(data)
+    assert [bytes(chunk) for chunk in inputs] == [b"x" * 40_000]
+    assert msg.model_name == "m"
 
 
 def test_small_and_large_requests_decode_the_same(monkeypatch) -> None:

@@ -22,6 +22,7 @@ from trident.runtime.settings import ServerSettings
 
 from ..restricted_api import RestrictedApis
 from ..tls import TlsConfig
+from .http2.limits import Http2Limits
 from .native.server import NativeGrpcServer
 from .restriction import RestrictedApiInterceptor
 from .servicer import HealthServicer, InferenceServicer
@@ -31,15 +32,24 @@ _SERVICE = "inference.GRPCInferenceService"
 
 logger = logging.getLogger("trident.frontends.grpc")
 
-#: Channel options for the server.
+#: Channel options for the server (`grpcio_options` adds the limits of the settings).
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
-    # No message size limits: tensors of any size must go through, as with Triton.
-    ("grpc.max_receive_message_length", -1),
+    # Responses of any size (Triton sets no limit); requests are bounded by the settings.
     ("grpc.max_send_message_length", -1),
     # grpc enables SO_REUSEPORT by default, which lets a second server bind a port that is in
     # use and silently share it. Fail instead, as tritonserver does.
     ("grpc.so_reuseport", 0),
 )
+
+
+def grpcio_options(settings: ServerSettings) -> tuple[tuple[str, int], ...]:
+    """grpc.aio's options: SERVER_OPTIONS and the --grpc-max-* limits grpcio can apply."""
+    return (
+        *SERVER_OPTIONS,
+        ("grpc.max_receive_message_length", settings.grpc_max_receive_message_size),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ("grpc.max_metadata_size", settings.grpc_max_header_list_size),
+    )
 
 
 def _bind_address(address: str, port: int) -> str:
@@ -67,10 +77,12 @@ class GrpcFrontend:
         restrictions = RestrictedApis.for_grpc(self._settings.grpc_restricted_protocol)
         server: grpc.aio.Server | NativeGrpcServer
         if self._settings.grpc_implementation == "native":
-            server = NativeGrpcServer(restrictions)
+            server = NativeGrpcServer(restrictions, Http2Limits.from_settings(self._settings))
         else:
             interceptors = [RestrictedApiInterceptor(restrictions)] if restrictions else None
-            server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+            server = grpc.aio.server(
+                options=grpcio_options(self._settings), interceptors=interceptors
+            )
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         # The two inference RPCs take and give bytes framed by wire.py (no protobuf copies of
         # tensor data); registered handlers take precedence over the generated ones.

@@ -8,7 +8,10 @@ the gRPC frontend registers its own (de)serializers for ModelInfer and ModelStre
 - requests: the top-level `raw_input_contents` fields are cut out of the wire bytes as
   memoryviews (what `np.frombuffer` then wraps); protobuf parses only the rest (names, shapes,
   parameters: small). Small requests, where the scan would cost more than it saves, are parsed by
-  protobuf whole.
+  protobuf whole. The scan steps from field to field (a few per input), never byte by byte: a
+  message with a field that is not length-delimited (ModelInferRequest has none at the top
+  level) or with more than `MAX_SPLIT_FIELDS` top-level fields is handed to protobuf whole,
+  whose C parser is linear, so no crafted message keeps a Python loop busy.
 - responses: protobuf serializes only the metadata; each output's bytes are spliced in as a
   `raw_output_contents` field straight from its numpy array, in one join.
 
@@ -31,6 +34,9 @@ from .codec import FINAL_RESPONSE, encode_infer_metadata
 #: Requests smaller than this are parsed by protobuf alone (measured: splitting pays from a few
 #: tens of KB on).
 SPLIT_THRESHOLD = 32 * 1024
+#: Top-level fields the scan walks before leaving the message to protobuf (a request has a few
+#: per input; only a crafted one has thousands).
+MAX_SPLIT_FIELDS = 4096
 
 # Field numbers from grpc_service.proto, and the tags of the fields written by hand.
 _RAW_INPUT_FIELD = 7  # ModelInferRequest.raw_input_contents
@@ -82,7 +88,8 @@ def split_raw_input_contents(data: bytes) -> tuple[bytes, list[memoryview]]:
     """Cut the top-level raw_input_contents fields out of a serialized ModelInferRequest.
 
     Returns the other fields' bytes (for protobuf to parse) and one memoryview into `data` per
-    raw_input_contents entry, in order. Raises DecodeError on malformed framing.
+    raw_input_contents entry, in order; `(data, [])` when the message is left to protobuf whole
+    (nothing cut, or not worth a Python scan). Raises DecodeError on malformed framing.
     """
     view = memoryview(data)
     end = len(data)
@@ -90,29 +97,26 @@ def split_raw_input_contents(data: bytes) -> tuple[bytes, list[memoryview]]:
     kept_from = 0
     kept: list[memoryview] = []
     raw: list[memoryview] = []
+    fields = 0
     while pos < end:
         field_start = pos
+        fields += 1
+        if fields > MAX_SPLIT_FIELDS:
+            return data, []
         key, pos = _read_varint(data, pos)
         wire_type = key & 7
-        if wire_type == _LENGTH_DELIMITED:
-            length, pos = _read_varint(data, pos)
-            stop = pos + length
-            if stop > end:
-                raise DecodeError("field runs past the end of the ModelInferRequest")
-            if key >> 3 == _RAW_INPUT_FIELD:
-                raw.append(view[pos:stop])
-                if field_start > kept_from:
-                    kept.append(view[kept_from:field_start])
-                kept_from = stop
-            pos = stop
-        elif wire_type == 0:
-            _, pos = _read_varint(data, pos)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        else:
-            raise DecodeError(f"unexpected wire type {wire_type} in ModelInferRequest")
+        if wire_type != _LENGTH_DELIMITED:
+            return data, []  # not a ModelInferRequest field: protobuf says what it is
+        length, pos = _read_varint(data, pos)
+        stop = pos + length
+        if stop > end:
+            raise DecodeError("field runs past the end of the ModelInferRequest")
+        if key >> 3 == _RAW_INPUT_FIELD:
+            raw.append(view[pos:stop])
+            if field_start > kept_from:
+                kept.append(view[kept_from:field_start])
+            kept_from = stop
+        pos = stop
     if pos != end:
         raise DecodeError("truncated field at the end of the ModelInferRequest")
     if not raw:
@@ -128,7 +132,8 @@ def read_infer_request(data: bytes) -> InferRequestFrame:
         msg = _FromString(data)
         return msg, msg.raw_input_contents
     rest, raw = split_raw_input_contents(data)
-    return _FromString(rest), raw
+    msg = _FromString(rest)
+    return msg, raw or msg.raw_input_contents
 
 
 # ----------------------------------------------------------------------------- responses

@@ -10,18 +10,28 @@ and responses at the end of the loop iteration they complete in (`flush_soon`), 
 Flow control: the server opens large receive windows at once and replenishes them as data comes,
 so clients never wait on it; data to send waits for the client's windows (per stream and for the
 connection) and leaves as WINDOW_UPDATEs open them.
+
+Limits (`Http2Limits`, one object for the whole server): concurrent streams, header block size
+(counted across CONTINUATION frames), a reset rate, a cap on control replies owed to a client
+that does not read, and backpressure: while the transport's buffer is full or this connection's
+unsent response bytes pass `max_write_buffer_size`, the connection stops reading (frames already
+read wait in its buffer), so a client that does not read cannot make the server buffer without
+bound. SETTINGS frames cost O(1): a change of the initial window is settled on each stream when
+that stream is next used. Anything unexpected while reading closes the connection with GOAWAY.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 from . import frames as f
 from .header_block import HeaderDecoder, Headers
+from .limits import Http2Limits, ResetBudget
 
 logger = logging.getLogger("trident.frontends.grpc")
 
@@ -29,7 +39,6 @@ logger = logging.getLogger("trident.frontends.grpc")
 RECEIVE_WINDOW = 16 * 1024 * 1024  # per stream
 CONNECTION_RECEIVE_WINDOW = 64 * 1024 * 1024
 MAX_RECEIVE_FRAME = 1024 * 1024
-MAX_HEADER_LIST_SIZE = 64 * 1024
 
 
 class StreamHandler(Protocol):
@@ -53,6 +62,7 @@ class Stream:
     __slots__ = (
         "drained",
         "handler",
+        "initial_window",
         "local_closed",
         "pending",
         "received",
@@ -66,6 +76,10 @@ class Stream:
         self.stream_id = stream_id
         self.handler: StreamHandler | None = None
         self.send_window = send_window
+        #: The peer's SETTINGS_INITIAL_WINDOW_SIZE that `send_window` reflects: a later change
+        #: is applied when the stream is next used (`Http2Connection._settle`), so a SETTINGS
+        #: frame never walks every stream.
+        self.initial_window = send_window
         #: Data waiting for flow-control window, then the trailers to send after it.
         self.pending: deque[memoryview] = deque()
         self.trailers: bytes | None = None
@@ -80,29 +94,53 @@ class Stream:
 class Http2Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection."""
 
-    def __init__(self, open_stream: StreamOpener, on_close: Callable[[Http2Connection], None]):
+    def __init__(
+        self,
+        open_stream: StreamOpener,
+        on_close: Callable[[Http2Connection], None],
+        limits: Http2Limits | None = None,
+    ):
         self._open_stream = open_stream
         self._on_close = on_close
+        self.limits = limits = limits or Http2Limits()
+        self._max_unsent = limits.max_write_buffer_size
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._needed = len(f.PREFACE)  # bytes the next step needs before it can parse
         self._preface_seen = False
         self._out: list[bytes | memoryview] = []
+        #: DATA bytes in `_out` (what the next flush hands the transport).
+        self._queued = 0
         self._flush_scheduled = False
-        self._decoder = HeaderDecoder(MAX_HEADER_LIST_SIZE)
+        self._decoder = HeaderDecoder(limits.max_header_list_size)
         self.streams: dict[int, Stream] = {}
         self._last_stream_id = 0
-        #: A header block still waiting for CONTINUATION frames: (stream id, flags, fragments).
-        self._partial_headers: tuple[int, int, list[bytes]] | None = None
+        #: A header block still waiting for CONTINUATION frames.
+        self._partial_headers: _PartialHeaders | None = None
         # Peer settings.
         self._peer_initial_window = f.DEFAULT_WINDOW_SIZE
         self._peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
         self._send_window = f.DEFAULT_WINDOW_SIZE
         #: Streams with data waiting for the connection's send window, in arrival order.
         self._blocked: dict[int, Stream] = {}
+        #: Streams with data waiting for any window, and the bytes they hold.
+        self._waiting: dict[int, Stream] = {}
+        self.pending_bytes = 0
+        #: Set when the peer's initial window grew: waiting streams may send again.
+        self._retry_waiting = False
         self._received = 0  # connection-level bytes since the last WINDOW_UPDATE
         self._write_paused = False
         self._resumed: asyncio.Future[None] | None = None
+        #: Reading is paused for backpressure; `_held` when frames already read wait in
+        #: `_buffer` for the client to catch up.
+        self._reading_paused = False
+        self._held = False
+        self._resets = ResetBudget(
+            limits.max_resets_per_second, limits.reset_burst_seconds, time.monotonic()
+        )
+        #: Control replies queued since the transport's buffer was last seen empty.
+        self._owed = 0
+        self._failed = False
         self.going_away = False
         self.closed = False
 
@@ -110,13 +148,16 @@ class Http2Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        # pause_writing (and so pause_reading) once this much waits in the transport.
+        transport.set_write_buffer_limits(high=self._max_unsent)  # type: ignore[attr-defined]
         self._out.append(
             f.settings_frame(
                 {
                     f.SETTINGS_ENABLE_PUSH: 0,
+                    f.SETTINGS_MAX_CONCURRENT_STREAMS: self.limits.max_concurrent_streams,
                     f.SETTINGS_INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
                     f.SETTINGS_MAX_FRAME_SIZE: MAX_RECEIVE_FRAME,
-                    f.SETTINGS_MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST_SIZE,
+                    f.SETTINGS_MAX_HEADER_LIST_SIZE: self.limits.max_header_list_size,
                 }
             )
         )
@@ -126,12 +167,19 @@ class Http2Connection(asyncio.Protocol):
         self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return
         if self._buffer or len(data) < self._needed:
             self._buffer += data
             if len(self._buffer) < self._needed:
                 return
             data = bytes(self._buffer)
             self._buffer.clear()
+            self._held = False  # what was held is in `data`
+        self._process(data)
+
+    def _process(self, data: bytes) -> None:
+        """Handle the frames in `data`, write the answers, and apply backpressure."""
         try:
             if not self._preface_seen:
                 if data[: len(f.PREFACE)] != f.PREFACE:
@@ -139,9 +187,43 @@ class Http2Connection(asyncio.Protocol):
                 self._preface_seen = True
                 data = data[len(f.PREFACE) :]
             self._parse(data)
+            if self._retry_waiting:
+                self._retry_waiting = False
+                for stream in list(self._waiting.values()):
+                    self._send_pending(stream)
         except f.Http2ProtocolError as exc:
             self._fail(exc.code, str(exc))
+        except Exception:
+            # A bug, not the client's doing: end this connection once, cleanly, and say why.
+            logger.exception("closing a gRPC connection after an unexpected error")
+            self._fail(f.INTERNAL_ERROR, "internal error", log=False)
         self.flush()
+        if self._held and not self._failed:
+            self._pause_reading()
+            if not self._write_paused:
+                # The transport took everything: go on with the frames held, after the other
+                # connections had their turn. (Paused, resume_writing goes on instead.)
+                asyncio.get_running_loop().call_soon(self._resume_parsing)
+
+    def _resume_parsing(self) -> None:
+        if self._failed or self.closed or self._write_paused:
+            return
+        if self._held:
+            self._held = False
+            data = bytes(self._buffer)
+            self._buffer.clear()
+            self._needed = f.FRAME_HEADER_SIZE
+            self._process(data)
+        if not self._held and self._reading_paused and not self._write_paused:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            if not self._transport.is_closing():
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -158,13 +240,27 @@ class Http2Connection(asyncio.Protocol):
         self._on_close(self)
 
     def pause_writing(self) -> None:
+        """The transport's buffer passed `max_write_buffer_size`: read nothing more from this
+        client until it has taken its responses."""
         self._write_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._owed = 0  # the client has read what it was sent
         if self._resumed is not None and not self._resumed.done():
             self._resumed.set_result(None)
         self._resumed = None
+        if self._reading_paused:
+            asyncio.get_running_loop().call_soon(self._resume_parsing)
+
+    @property
+    def unsent_bytes(self) -> int:
+        """Response bytes this connection holds: queued, in the transport's buffer, or waiting
+        for the client's flow-control windows."""
+        transport = self._transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        return self._queued + buffered + self.pending_bytes
 
     # ------------------------------------------------------------------ reading frames
 
@@ -172,7 +268,14 @@ class Http2Connection(asyncio.Protocol):
         pos = 0
         end = len(data)
         max_frame = MAX_RECEIVE_FRAME
+        max_unsent = self._max_unsent
         while end - pos >= f.FRAME_HEADER_SIZE:
+            if self._queued > max_unsent or self._write_paused:
+                # Answers pile up faster than they leave: keep the rest for later.
+                self._buffer += data[pos:]
+                self._held = True
+                self._needed = 0
+                return
             length = (data[pos] << 16) | (data[pos + 1] << 8) | data[pos + 2]
             if length > max_frame:
                 raise f.Http2ProtocolError(f.FRAME_SIZE_ERROR, f"frame of {length} bytes")
@@ -200,7 +303,7 @@ class Http2Connection(asyncio.Protocol):
                 if len(payload) != 8:
                     raise f.Http2ProtocolError(f.FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
                 if not flags & f.FLAG_ACK:
-                    self._out.append(f.frame(f.PING, f.FLAG_ACK, 0, payload))
+                    self._owe(f.frame(f.PING, f.FLAG_ACK, 0, payload))
             elif frame_type == f.RST_STREAM:
                 self._on_rst_stream(stream_id)
             elif frame_type == f.CONTINUATION:
@@ -254,19 +357,29 @@ class Http2Connection(asyncio.Protocol):
             payload = _strip_padding(payload)
         if flags & f.FLAG_PRIORITY:
             payload = payload[5:]
+        self._check_header_block_size(len(payload))
         if not flags & f.FLAG_END_HEADERS:
-            self._partial_headers = (stream_id, flags, [payload])
+            self._partial_headers = _PartialHeaders(stream_id, flags, [payload], len(payload))
             return
         self._on_header_block(stream_id, flags, payload)
 
     def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
         partial = self._partial_headers
-        if partial is None or partial[0] != stream_id:
+        if partial is None or partial.stream_id != stream_id:
             raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "unexpected CONTINUATION frame")
-        partial[2].append(payload)
+        partial.size += len(payload)
+        self._check_header_block_size(partial.size)  # before keeping the fragment
+        partial.fragments.append(payload)
         if flags & f.FLAG_END_HEADERS:
             self._partial_headers = None
-            self._on_header_block(stream_id, partial[1], b"".join(partial[2]))
+            self._on_header_block(stream_id, partial.flags, b"".join(partial.fragments))
+
+    def _check_header_block_size(self, size: int) -> None:
+        limit = self.limits.max_header_list_size
+        if size > limit:
+            raise f.Http2ProtocolError(
+                f.ENHANCE_YOUR_CALM, f"header block larger than {limit} bytes"
+            )
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoder.decode(block)  # always: the decoder's table must stay in step
@@ -287,8 +400,12 @@ class Http2Connection(asyncio.Protocol):
                 return  # a stream the server already closed
             raise f.Http2ProtocolError(f.PROTOCOL_ERROR, f"bad new stream id {stream_id}")
         self._last_stream_id = stream_id
-        if self.going_away:
-            self._out.append(f.rst_stream_frame(stream_id, f.REFUSED_STREAM))
+        if (
+            self.going_away
+            or len(self.streams) >= self.limits.max_concurrent_streams
+            or self.pending_bytes > self._max_unsent  # the client is not taking its answers
+        ):
+            self._owe(f.rst_stream_frame(stream_id, f.REFUSED_STREAM))
             return
         stream = Stream(stream_id, self._peer_initial_window)
         self.streams[stream_id] = stream
@@ -301,13 +418,13 @@ class Http2Connection(asyncio.Protocol):
     def _on_rst_stream(self, stream_id: int) -> None:
         if stream_id == 0:
             raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        if not self._resets.take(time.monotonic()):
+            raise f.Http2ProtocolError(f.ENHANCE_YOUR_CALM, "too many stream resets")
         stream = self.streams.pop(stream_id, None)
         if stream is None:
             return
         stream.remote_closed = stream.local_closed = True
-        self._blocked.pop(stream_id, None)
-        stream.pending.clear()
-        self._wake_drained(stream)
+        self._drop_pending(stream)
         if stream.handler is not None:
             stream.handler.reset_received()
 
@@ -318,18 +435,15 @@ class Http2Connection(asyncio.Protocol):
             if key == f.SETTINGS_INITIAL_WINDOW_SIZE:
                 if value > f.MAX_WINDOW_SIZE:
                     raise f.Http2ProtocolError(f.FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self._peer_initial_window
+                if value > self._peer_initial_window:
+                    self._retry_waiting = bool(self._waiting)
+                # Each stream settles the change when next used (`_settle`).
                 self._peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
             elif key == f.SETTINGS_MAX_FRAME_SIZE:
                 if not f.DEFAULT_MAX_FRAME_SIZE <= value <= f.MAX_FRAME_SIZE_LIMIT:
                     raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
                 self._peer_max_frame = value
-        self._out.append(f.frame(f.SETTINGS, f.FLAG_ACK, 0))
-        for stream in list(self.streams.values()):
-            if stream.pending:
-                self._send_pending(stream)
+        self._owe(f.frame(f.SETTINGS, f.FLAG_ACK, 0))
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
@@ -339,15 +453,20 @@ class Http2Connection(asyncio.Protocol):
             self._send_window += increment
             if self._send_window > f.MAX_WINDOW_SIZE:
                 raise f.Http2ProtocolError(f.FLOW_CONTROL_ERROR, "connection window overflow")
-            for stream in list(self._blocked.values()):
+            for blocked in list(self._blocked.values()):
                 if self._send_window <= 0:
                     break
-                self._send_pending(stream)
+                self._send_pending(blocked)
             return
         stream = self.streams.get(stream_id)
         if stream is not None:
+            self._settle(stream)
             stream.send_window += increment
-            if stream.pending:
+            if stream.send_window > f.MAX_WINDOW_SIZE:
+                self.reset_stream(stream, f.FLOW_CONTROL_ERROR)  # a stream error (section 6.9.1)
+                if stream.handler is not None:
+                    stream.handler.reset_received()
+            elif stream.pending:
                 self._send_pending(stream)
 
     # ------------------------------------------------------------------ writing frames
@@ -376,17 +495,23 @@ class Http2Connection(asyncio.Protocol):
         """Queue DATA frames for as much of `data` as the windows allow; the rest waits."""
         if stream.local_closed or not data:
             return
+        size = len(data)
         if stream.pending:
             stream.pending.append(memoryview(data))
+            self.pending_bytes += size
             return
-        size = len(data)
+        if stream.initial_window != self._peer_initial_window:
+            self._settle(stream)
         if size <= min(self._send_window, stream.send_window, self._peer_max_frame):
             self._send_window -= size
             stream.send_window -= size
+            self._queued += size
             self._out.append(f.frame_header(size, f.DATA, 0, stream.stream_id))
             self._out.append(data)
             return
         stream.pending.append(memoryview(data))
+        self.pending_bytes += size
+        self._waiting[stream.stream_id] = stream
         self._send_pending(stream)
 
     def send_trailers(self, stream: Stream, block: bytes) -> None:
@@ -401,11 +526,9 @@ class Http2Connection(asyncio.Protocol):
     def reset_stream(self, stream: Stream, code: int) -> None:
         if self.streams.pop(stream.stream_id, None) is None:
             return
-        self._blocked.pop(stream.stream_id, None)
-        stream.pending.clear()
         stream.local_closed = stream.remote_closed = True
         self._out.append(f.rst_stream_frame(stream.stream_id, code))
-        self._wake_drained(stream)
+        self._drop_pending(stream)
 
     def write_blocked(self, stream: Stream) -> bool:
         """Whether a writer should wait (`drained`) before sending more on `stream`."""
@@ -438,8 +561,11 @@ class Http2Connection(asyncio.Protocol):
         if not self._out or self._transport is None:
             return
         out, self._out = self._out, []
+        self._queued = 0
         if not self.closed:
             self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if self._owed and not self._transport.get_write_buffer_size():
+                self._owed = 0  # the client takes what it is sent
 
     def flush_soon(self) -> None:
         """Flush once the event loop has run what is ready now: the responses that complete in
@@ -466,13 +592,35 @@ class Http2Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ internals
 
+    def _owe(self, reply: bytes) -> None:
+        """Queue a control reply (PING or SETTINGS acknowledgement, stream refusal). A client
+        that keeps asking for them without reading is cut off, not buffered for."""
+        self._out.append(reply)
+        self._owed += 1
+        if self._owed >= self.limits.max_pending_control_frames:
+            self.flush()
+            if self._owed:  # flush saw the transport's buffer still holding data
+                raise f.Http2ProtocolError(
+                    f.ENHANCE_YOUR_CALM,
+                    f"{self._owed} control frames owed to a client that does not read them",
+                )
+
+    def _settle(self, stream: Stream) -> None:
+        """Apply the changes of SETTINGS_INITIAL_WINDOW_SIZE since the stream was last used."""
+        stream.send_window += self._peer_initial_window - stream.initial_window
+        stream.initial_window = self._peer_initial_window
+
     def _send_pending(self, stream: Stream) -> None:
         pending = stream.pending
+        if stream.initial_window != self._peer_initial_window:
+            self._settle(stream)
         while pending:
             allowed = min(self._send_window, stream.send_window, self._peer_max_frame)
             if allowed <= 0:
                 if self._send_window <= 0:
                     self._blocked[stream.stream_id] = stream
+                else:  # waits for its own window: a connection WINDOW_UPDATE cannot help
+                    self._blocked.pop(stream.stream_id, None)
                 return
             chunk = pending[0]
             if len(chunk) <= allowed:
@@ -483,9 +631,12 @@ class Http2Connection(asyncio.Protocol):
             size = len(chunk)
             self._send_window -= size
             stream.send_window -= size
+            self.pending_bytes -= size
+            self._queued += size
             self._out.append(f.frame_header(size, f.DATA, 0, stream.stream_id))
             self._out.append(chunk)
         self._blocked.pop(stream.stream_id, None)
+        self._waiting.pop(stream.stream_id, None)
         if stream.trailers is not None:
             trailers, stream.trailers = stream.trailers, None
             self.send_headers(stream, trailers, end_stream=True)
@@ -502,10 +653,18 @@ class Http2Connection(asyncio.Protocol):
     def _forget_if_done(self, stream: Stream) -> None:
         if stream.local_closed and stream.remote_closed:
             self.streams.pop(stream.stream_id, None)
-            self._blocked.pop(stream.stream_id, None)
-            self._wake_drained(stream)
+            self._drop_pending(stream)
             if self.going_away and not self.streams:
                 self.close()
+
+    def _drop_pending(self, stream: Stream) -> None:
+        """Forget what a finished stream still had to send."""
+        self._blocked.pop(stream.stream_id, None)
+        if self._waiting.pop(stream.stream_id, None) is not None or stream.pending:
+            self.pending_bytes -= sum(len(chunk) for chunk in stream.pending)
+            stream.pending.clear()
+        stream.trailers = None
+        self._wake_drained(stream)
 
     @staticmethod
     def _wake_drained(stream: Stream) -> None:
@@ -513,11 +672,30 @@ class Http2Connection(asyncio.Protocol):
             stream.drained.set_result(None)
         stream.drained = None
 
-    def _fail(self, code: int, message: str) -> None:
-        logger.warning("closing a gRPC connection: HTTP/2 error %d: %s", code, message)
+    def _fail(self, code: int, message: str, log: bool = True) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        if log:
+            logger.warning("closing a gRPC connection: HTTP/2 error %d: %s", code, message)
+        self._partial_headers = None
+        self._buffer.clear()
+        self._held = False
         self._out.append(f.goaway_frame(self._last_stream_id, code, message.encode()[:200]))
         self.going_away = True
         self.close()
+
+
+class _PartialHeaders:
+    """A header block still waiting for its CONTINUATION frames."""
+
+    __slots__ = ("flags", "fragments", "size", "stream_id")
+
+    def __init__(self, stream_id: int, flags: int, fragments: list[bytes], size: int) -> None:
+        self.stream_id = stream_id
+        self.flags = flags
+        self.fragments = fragments
+        self.size = size
 
 
 def _strip_padding(payload: bytes) -> bytes:

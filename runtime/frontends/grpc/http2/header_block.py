@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hpack
 
-from .frames import COMPRESSION_ERROR, Http2ProtocolError
+from .frames import COMPRESSION_ERROR, ENHANCE_YOUR_CALM, Http2ProtocolError
 
 Headers = list[tuple[str, str]]
 
@@ -37,9 +37,12 @@ class HeaderDecoder:
         if cached is not None:
             return cached
         try:
-            headers: Headers = self._decoder.decode(block)
+            fields = self._decoder.decode(block, raw=True)
+        except hpack.OversizedHeaderListError as exc:
+            raise Http2ProtocolError(ENHANCE_YOUR_CALM, f"header list too large: {exc}") from None
         except hpack.HPACKError as exc:
             raise Http2ProtocolError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        headers: Headers = [(_text(name), _text(value)) for name, value in fields]
         if block and _is_single_byte_indexed(block):
             if len(self._cache) > 64:
                 self._cache.clear()
@@ -47,6 +50,16 @@ class HeaderDecoder:
         else:
             self._cache.clear()  # the dynamic table may have changed
         return headers
+
+
+def _text(value: bytes) -> str:
+    """A header name or value as text. HTTP/2 allows any octets in values; one that is not UTF-8
+    is read as Latin-1 (one character per byte, nothing lost) rather than failing: grpc-core
+    accepts such metadata too, and the headers gRPC itself reads then simply do not match."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
 
 
 def _integer(value: int, prefix_bits: int, first_byte: int = 0) -> bytes:

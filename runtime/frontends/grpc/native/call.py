@@ -20,6 +20,7 @@ from .eager import start_eagerly
 from .messages import (
     OK_TRAILERS,
     RESPONSE_HEADERS,
+    CompressedMessage,
     MessageError,
     MessageReader,
     frame_message,
@@ -50,11 +51,11 @@ class RequestQueue:
     def __init__(self, call: ServerCall, deserializer: Callable[[Any], Any] | None) -> None:
         self._call = call
         self._deserializer = deserializer
-        self._messages: deque[bytes | memoryview] = deque()
+        self._messages: deque[bytes | memoryview | CompressedMessage] = deque()
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def push(self, message: bytes | memoryview) -> None:
+    def push(self, message: bytes | memoryview | CompressedMessage) -> None:
         self._messages.append(message)
         self._wake()
 
@@ -79,6 +80,12 @@ class RequestQueue:
             finally:
                 self._waiter = None
         message = self._messages.popleft()
+        if isinstance(message, CompressedMessage):
+            try:
+                message = await asyncio.get_running_loop().run_in_executor(None, message.inflate)
+            except MessageError as exc:
+                self._call.finish(exc.code, str(exc))
+                raise asyncio.CancelledError from None
         if self._deserializer is None:
             return message
         try:
@@ -105,8 +112,11 @@ class ServerCall:
         self._stream = stream
         self._method = method
         self._headers = headers
-        self._reader = MessageReader(encoding)
-        self._chunks: list[bytes] = []
+        self._reader = MessageReader(
+            encoding, server.limits.max_receive_message_size, inflate=False
+        )
+        #: A unary call's request message, once complete.
+        self._message: bytes | memoryview | CompressedMessage | None = None
         self._requests: RequestQueue | None = None
         self._task: asyncio.Task[None] | None = None
         self._deadline: float | None = None
@@ -133,54 +143,76 @@ class ServerCall:
     def data_received(self, data: bytes) -> None:
         if self.finished:
             return
-        if self._requests is None:
-            self._chunks.append(data)
-            return
         try:
-            messages = self._reader.feed(data)
+            messages = self._reader.feed(data)  # sizes checked before anything is kept
         except MessageError as exc:
-            self.finish(grpc.StatusCode.INTERNAL, str(exc))
-            self._cancel_task()
+            self._fail(exc)
             return
-        for message in messages:
-            self._requests.push(message)
+        if not messages:
+            return
+        if self._requests is not None:
+            for message in messages:
+                self._requests.push(message)
+        elif self._message is None and len(messages) == 1:
+            self._message = messages[0]
+        else:
+            self.finish(
+                grpc.StatusCode.INTERNAL, "a unary call needs exactly one request message, got 2"
+            )
 
     def end_received(self) -> None:
         if self.finished:
             return
+        if self._reader.incomplete:
+            self.finish(grpc.StatusCode.INTERNAL, "the request stream ended inside a message")
+            self._cancel_task()
+            return
         if self._requests is not None:
-            if self._reader.incomplete:
-                self.finish(grpc.StatusCode.INTERNAL, "the request stream ended inside a message")
-                self._cancel_task()
-            else:
-                self._requests.end()
+            self._requests.end()
             return
-        chunks = self._chunks
-        self._chunks = []
-        try:
-            messages = self._reader.feed(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        except MessageError as exc:
-            self.finish(grpc.StatusCode.INTERNAL, str(exc))
-            return
-        if len(messages) != 1 or self._reader.incomplete:
+        message, self._message = self._message, None
+        if message is None:
             self.finish(
-                grpc.StatusCode.INTERNAL,
-                f"a unary call needs exactly one request message, got {len(messages)}",
+                grpc.StatusCode.INTERNAL, "a unary call needs exactly one request message, got 0"
             )
             return
-        self._task = start_eagerly(self._run(messages[0]))
+        if isinstance(message, CompressedMessage):
+            self._task = asyncio.get_running_loop().create_task(self._inflate_and_run(message))
+        else:
+            self._task = start_eagerly(self._run(message))
         if self._task is not None:
             self._server.calls.add(self)
+
+    def _fail(self, error: MessageError) -> None:
+        """End the call for a request it cannot read; the connection goes on."""
+        self._message = None
+        self.finish(error.code, str(error))
+        self._cancel_task()
 
     def reset_received(self) -> None:
         """The client cancelled the call (or went away): stop it, send nothing."""
         self.finished = True
+        self._message = None
         self._stop_deadline()
         if self._requests is not None:
             self._requests.end()
         self._cancel_task()
 
     # ------------------------------------------------------------------ running the method
+
+    async def _inflate_and_run(self, message: CompressedMessage) -> None:
+        try:
+            # Up to the size limit of inflating: off the event loop.
+            data = await asyncio.get_running_loop().run_in_executor(None, message.inflate)
+        except MessageError as exc:
+            self._server.calls.discard(self)
+            self._fail(exc)
+            return
+        except asyncio.CancelledError:
+            self._server.calls.discard(self)
+            self.finish(grpc.StatusCode.CANCELLED, "Cancelled")
+            return
+        await self._run(data)
 
     async def _run(self, argument: Any) -> None:
         try:
@@ -251,7 +283,7 @@ class ServerCall:
             connection.send_headers(self._stream, RESPONSE_HEADERS)
         prefix, body = frame_message(data)
         if len(body) <= _JOIN_LIMIT:
-            connection.send_data(self._stream, prefix + body)
+            connection.send_data(self._stream, prefix + bytes(body))
         else:
             connection.send_data(self._stream, prefix)
             connection.send_data(self._stream, body)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
+from typing import NamedTuple
 
 import grpc
 
@@ -25,71 +26,154 @@ OK_TRAILERS = encode_headers([(b"grpc-status", b"0")])
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
+#: Most bytes one zlib call inflates at a time: a compression bomb is cut off at the message size
+#: limit without ever holding more than this past it.
+_INFLATE_CHUNK = 4 * 1024 * 1024
+
+#: Timeouts past this many seconds (about 3 years) are no deadline at all.
+_LONGEST_TIMEOUT = 1e8
+
+
 class MessageError(Exception):
-    """A request stream that does not frame gRPC messages correctly."""
+    """A request stream that does not frame gRPC messages correctly: the call ends with `code`
+    (INTERNAL, as grpc-core answers), the connection and its other calls go on."""
+
+    code = grpc.StatusCode.INTERNAL
 
 
-def frame_message(data: bytes | memoryview) -> list[bytes | memoryview]:
+class MessageTooLarge(MessageError):
+    """A message past the receive limit (RESOURCE_EXHAUSTED, as grpc-core answers)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def frame_message(data: bytes | memoryview) -> tuple[bytes, bytes | memoryview]:
     """The length prefix and the message, as parts to write (uncompressed)."""
-    return [_PREFIX.pack(0, len(data)), data]
+    return _PREFIX.pack(0, len(data)), data
 
 
-def decompress(data: bytes | memoryview, encoding: str) -> bytes:
+def decompress(data: bytes | memoryview, encoding: str, limit: int) -> bytes:
+    """A compressed message inflated, in bounded steps that stop once it passes `limit` bytes."""
     if encoding == "gzip":
-        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
-    if encoding == "deflate":
-        return zlib.decompress(data)
-    raise MessageError(f"a compressed message without a supported grpc-encoding ({encoding!r})")
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflater = zlib.decompressobj()
+    else:
+        raise MessageError(f"a compressed message without a supported grpc-encoding ({encoding!r})")
+    out = bytearray()
+    tail: bytes | memoryview = data
+    try:
+        while not inflater.eof:
+            chunk = inflater.decompress(tail, min(limit + 1 - len(out), _INFLATE_CHUNK))
+            out += chunk
+            if len(out) > limit:
+                raise MessageTooLarge(f"Decompressed message larger than max (limit {limit})")
+            tail = inflater.unconsumed_tail
+            if not tail and not chunk:
+                break  # all input read, nothing more comes out: a truncated stream
+    except zlib.error as exc:
+        raise MessageError(f"Decompression failed ({encoding}): {exc}") from None
+    if not inflater.eof or inflater.unused_data:
+        raise MessageError(f"Decompression failed ({encoding}): not one complete stream")
+    return bytes(out)
+
+
+class CompressedMessage(NamedTuple):
+    """A message still compressed: `inflate()` may take a while (up to the size limit), so the
+    call runs it off the event loop (zlib releases the GIL)."""
+
+    data: memoryview
+    encoding: str
+    limit: int
+
+    def inflate(self) -> bytes:
+        return decompress(self.data, self.encoding, self.limit)
+
+
+#: The default of --grpc-max-receive-message-size.
+DEFAULT_MESSAGE_LIMIT = 64 * 1024 * 1024
 
 
 class MessageReader:
-    """Cuts length-prefixed messages out of a stream's DATA, however it was split."""
+    """Cuts length-prefixed messages out of a stream's DATA, however it was split.
 
-    __slots__ = ("_buffer", "_encoding")
+    Each message's size is checked from its length prefix before any of it is kept, and the
+    parts of an incomplete message are kept as they came and joined once, when it is complete
+    (a message streamed in many frames costs linear time). With `inflate=False` compressed
+    messages come out as `CompressedMessage`s for the caller to inflate where it likes."""
 
-    def __init__(self, encoding: str) -> None:
-        self._buffer = bytearray()
+    __slots__ = ("_chunks", "_encoding", "_held", "_inflate", "_limit", "_needed")
+
+    def __init__(
+        self, encoding: str, limit: int = DEFAULT_MESSAGE_LIMIT, inflate: bool = True
+    ) -> None:
+        self._chunks: list[bytes] = []
+        self._held = 0  # bytes in _chunks
+        self._needed = 5  # bytes that must be held before parsing can go on
         self._encoding = encoding
+        self._limit = limit
+        self._inflate = inflate
 
-    def feed(self, data: bytes) -> list[bytes | memoryview]:
+    def feed(self, data: bytes) -> list[bytes | memoryview | CompressedMessage]:
         """The messages completed by `data`."""
-        if self._buffer:
-            self._buffer += data
-            data = bytes(self._buffer)
-            self._buffer.clear()
-        messages: list[bytes | memoryview] = []
+        if self._chunks:
+            self._held += len(data)
+            self._chunks.append(data)
+            if self._held < self._needed:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._held = 0
+        messages: list[bytes | memoryview | CompressedMessage] = []
         view = memoryview(data)
         pos = 0
         end = len(data)
+        limit = self._limit
         while end - pos >= 5:
             compressed, length = _PREFIX.unpack_from(data, pos)
+            if compressed > 1:
+                raise MessageError(f"bad compressed flag {compressed}")
+            if length > limit:
+                raise MessageTooLarge(f"Received message larger than max ({length} vs. {limit})")
             stop = pos + 5 + length
             if stop > end:
+                self._needed = stop - pos
                 break
             message = view[pos + 5 : stop]
-            if compressed == 1:
-                message = memoryview(decompress(message, self._encoding))
-            elif compressed:
-                raise MessageError(f"bad compressed flag {compressed}")
-            messages.append(message)
+            if not compressed:
+                messages.append(message)
+            elif self._encoding not in ("gzip", "deflate"):
+                raise MessageError(
+                    f"a compressed message without a supported grpc-encoding ({self._encoding!r})"
+                )
+            elif self._inflate:
+                messages.append(memoryview(decompress(message, self._encoding, limit)))
+            else:
+                messages.append(CompressedMessage(message, self._encoding, limit))
             pos = stop
+        else:
+            self._needed = 5
         if pos < end:
-            self._buffer += view[pos:]
+            self._chunks.append(data[pos:] if pos else data)
+            self._held = end - pos
         return messages
 
     @property
     def incomplete(self) -> bool:
         """Whether part of a message is still waiting."""
-        return bool(self._buffer)
+        return bool(self._chunks)
 
 
 def parse_timeout(value: str) -> float | None:
-    """grpc-timeout ("100m", "5S", ...) in seconds; None when malformed."""
+    """grpc-timeout ("100m", "5S", ...) in seconds, None for a deadline too far to matter;
+    ValueError when malformed (grpc-core ends such a call with INTERNAL)."""
     unit = _TIMEOUT_UNITS.get(value[-1:])
     digits = value[:-1]
-    if unit is None or not digits.isdigit() or len(digits) > 8:
-        return None
-    return int(digits) * unit
+    # The spec says at most 8 digits; grpc-core takes more, so a few more are read here too.
+    if unit is None or not digits.isascii() or not digits.isdigit() or len(digits) > 20:
+        raise ValueError(f"invalid grpc-timeout {value!r}")
+    seconds = int(digits) * unit
+    return seconds if seconds < _LONGEST_TIMEOUT else None
 
 
 def _percent_encode(message: str) -> bytes:

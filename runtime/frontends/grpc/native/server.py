@@ -25,6 +25,7 @@ import grpc
 from ...restricted_api import RestrictedApis
 from ..http2.connection import Http2Connection, Stream
 from ..http2.header_block import Headers, encode_headers
+from ..http2.limits import Http2Limits
 from .call import ServerCall
 from .messages import SUPPORTED_ENCODINGS, parse_timeout, status_headers
 
@@ -41,9 +42,13 @@ class _CallDetails(NamedTuple):
 class NativeGrpcServer:
     """A gRPC server on the running event loop."""
 
-    def __init__(self, restrictions: RestrictedApis | None = None) -> None:
+    def __init__(
+        self, restrictions: RestrictedApis | None = None, limits: Http2Limits | None = None
+    ) -> None:
         #: --grpc-restricted-protocol; None when nothing is restricted (no check per call).
         self._restrictions = restrictions or None
+        #: What each connection and call may cost (docs/grpc.md, "Limits").
+        self.limits = limits or Http2Limits()
         self._methods: dict[str, grpc.RpcMethodHandler] = {}
         self._generic_handlers: list[grpc.GenericRpcHandler] = []
         self._server: asyncio.Server | None = None
@@ -89,7 +94,7 @@ class NativeGrpcServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _new_connection(self) -> Http2Connection:
-        connection = Http2Connection(self._open_stream, self._connections.discard)
+        connection = Http2Connection(self._open_stream, self._connections.discard, self.limits)
         self._connections.add(connection)
         return connection
 
@@ -99,7 +104,7 @@ class NativeGrpcServer:
         path = ""
         content_type = ""
         encoding = "identity"
-        timeout: float | None = None
+        timeout = ""
         for name, value in headers:
             if name == ":path":
                 path = value
@@ -108,7 +113,7 @@ class NativeGrpcServer:
             elif name == "grpc-encoding":
                 encoding = value
             elif name == "grpc-timeout":
-                timeout = parse_timeout(value)
+                timeout = value
         if not content_type.startswith("application/grpc"):
             connection.send_headers(stream, encode_headers([(b":status", b"415")]), True)
             return _REJECTED
@@ -126,8 +131,17 @@ class NativeGrpcServer:
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"grpc-encoding {encoding!r} is not supported (use gzip or deflate)",
             )
+        try:
+            seconds = parse_timeout(timeout) if timeout else None
+        except ValueError:  # grpc-core's answer (it logs "invalid value" too)
+            return _reject(
+                connection,
+                stream,
+                grpc.StatusCode.INTERNAL,
+                "Error parsing 'grpc-timeout' metadata",
+            )
         call = ServerCall(self, connection, stream, method, encoding, headers)
-        call.start(timeout)
+        call.start(seconds)
         return call
 
     async def stop(self, grace: float) -> None:
