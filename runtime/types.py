@@ -221,6 +221,9 @@ class InferenceRequest:
     #: Set by the core: the resolved version, and the inputs by name once validated.
     resolved_version: int = 0
     inputs_by_name: dict[str, Tensor] = field(default_factory=dict)
+    #: The request's RequestTrace (runtime/observability/tracing.py) when it is traced; set by
+    #: the frontend that sampled it, stamped by the core and the instance worker.
+    trace: Any = None
 
     def input(self, name: str) -> Tensor | None:
         return self.inputs_by_name.get(name)

@@ -30,6 +30,7 @@ from trident.backends.base import (
     MustRunOnWorkerThread,
 )
 from trident.runtime.errors import ModelExecutionError, TridentError
+from trident.runtime.observability.tracing import record_compute
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 #: (responses or None when decoupled, start, input_end, output_start, end) in monotonic ns.
@@ -159,7 +160,12 @@ class InstanceWorker:
                 f"instance '{self.name}' returned {len(responses)} responses for "
                 f"{len(requests)} requests"
             )
-        return responses, start, input_end, output_start, end
+        outcome = responses, start, input_end, output_start, end
+        for request in requests:
+            if request.trace is not None:  # traced requests get the execution's stages
+                record_compute(requests, outcome)
+                break
+        return outcome
 
     async def _execute_on_thread(
         self, requests: list[InferenceRequest], timing: ComputeTiming
