@@ -184,6 +184,8 @@ class DataPlane:
     # ---------------------------------------------------------------- inference
 
     def _route(self, request: InferenceRequest) -> LoadedModel:
+        if request.trace is not None:
+            request.trace.request_start(time.monotonic_ns(), request.id)
         if self._stopping:
             raise UnavailableError("server is shutting down")
         model = self.models.get(request.model_name, request.model_version)
@@ -199,6 +201,8 @@ class DataPlane:
             # dashboard shows clients sending bad requests.
             model.stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
             raise error
+        if request.trace is not None:
+            request.trace.queued(model.version, request.inputs)
         return model
 
     def _read_shared_memory_inputs(self, request: InferenceRequest) -> None:
@@ -241,6 +245,8 @@ class DataPlane:
         model.submit(request)
         response = await responder.result()
         if response.error is not None:
+            if request.trace is not None:
+                request.trace.stamp("REQUEST_END")
             raise response.error
         if cached is not None:
             cached.store(response)
@@ -309,6 +315,8 @@ class DataPlane:
         response.model_version = str(model.version)
         response.id = request.id
         finish_outputs(model, request, response, self.shared_memory, self.cuda_shared_memory)
+        if request.trace is not None and response.final:
+            request.trace.stamp("REQUEST_END")
         return response
 
     # ---------------------------------------------------------------- model repository
