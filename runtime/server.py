@@ -17,7 +17,7 @@ from trident.runtime.core.response_cache import create_response_cache
 from trident.runtime.core.shared_memory import SharedMemoryRegistry
 from trident.runtime.errors import TridentError
 from trident.runtime.observability.log_settings import LogSettings
-from trident.runtime.observability.trace_settings import TraceSettings
+from trident.runtime.observability.trace_settings import TraceSettings, parse_trace_config
 from trident.runtime.settings import ServerSettings
 
 logger = logging.getLogger("trident.server")
@@ -62,7 +62,7 @@ class TridentServer:
             self.models,
             self.shared_memory,
             self.log_settings,
-            TraceSettings(),
+            TraceSettings(parse_trace_config(settings.trace_config)),
             strict_readiness=settings.strict_readiness,
             cuda_shared_memory=self.cuda_shared_memory,
         )
@@ -141,6 +141,7 @@ class TridentServer:
             self.cuda_shared_memory.unregister()
         except TridentError:
             logger.exception("closing CUDA shared memory regions failed")
+        self.dataplane.trace_settings.close()  # writes the traces still collected
 
     async def serve_forever(self) -> None:
         """Start, serve until SIGINT or SIGTERM, then stop."""

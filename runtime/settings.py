@@ -68,6 +68,14 @@ def flag_spec(name: str) -> FlagSpec:
     raise KeyError(name)
 
 
+def _trace_config(value: str) -> str:
+    """One --trace-config value, checked by tritonserver's rules (trace_settings.py)."""
+    from trident.runtime.observability.trace_settings import parse_trace_config
+
+    parse_trace_config([value])
+    return value
+
+
 def _bytes(value: str) -> int:
     size = int(value)
     if size <= 0:
@@ -331,6 +339,7 @@ class ServerSettings:
         "tritonserver's trace settings, e.g. --trace-config=triton,file=/tmp/trace.json "
         "--trace-config=level=TIMESTAMPS --trace-config=rate=1; repeatable",
         kind=FlagKind.APPEND,
+        parse=_trace_config,
         metavar="[MODE,]KEY=VALUE",
     )
     log_verbose: int = setting(

@@ -12,7 +12,16 @@ import h2.events
 import h2.settings
 import hpack
 import pytest
-from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, SettingsFrame
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
 
 from trident.runtime.frontends.grpc.http2 import frames
 from trident.runtime.frontends.grpc.http2.connection import (
@@ -23,6 +32,7 @@ from trident.runtime.frontends.grpc.http2.connection import (
     Stream,
 )
 from trident.runtime.frontends.grpc.http2.header_block import HeaderDecoder, encode_headers
+from trident.runtime.frontends.grpc.http2.limits import Http2Limits, ResetBudget
 
 REQUEST_HEADERS = [
     (":method", "POST"),
@@ -39,6 +49,10 @@ class FakeTransport:
     def __init__(self) -> None:
         self.data = bytearray()
         self.closed = False
+        self.aborted = False
+        self.reading = True
+        #: What the "kernel" has not taken: set > 0 to play a client that does not read.
+        self.unsent = 0
 
     def write(self, data: bytes) -> None:
         self.data += data
@@ -56,7 +70,10 @@ class FakeTransport:
         self.high = high
 
     def get_write_buffer_size(self) -> int:
-        return 0  # everything written is taken at once
+        return self.unsent
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -88,10 +105,10 @@ class Recorder:
 class Peer:
     """A server connection and an h2 client wired to each other."""
 
-    def __init__(self, initial_window: int | None = None) -> None:
+    def __init__(self, initial_window: int | None = None, limits: Http2Limits | None = None):
         self.handlers: list[Recorder] = []
         self.transport = FakeTransport()
-        self.server = Http2Connection(self._open, lambda connection: None)
+        self.server = Http2Connection(self._open, lambda connection: None, limits)
         self.server.connection_made(self.transport)  # type: ignore[arg-type]
         config = h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         self.client = h2.connection.H2Connection(config=config)
@@ -369,3 +386,237 @@ def test_cached_header_blocks_are_dropped_when_the_dynamic_table_changes():
 def test_encoded_header_blocks_decode_with_hpack(headers):
     decoded = hpack.Decoder().decode(encode_headers(headers), raw=True)
     assert decoded == headers
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def _raw_server(limits: Http2Limits, handlers: list[Recorder] | None = None) -> Peer:
+    """A Peer whose client side is driven with raw frames (`send`) instead of h2."""
+    peer = Peer(limits=limits)
+    peer.transport.data.clear()
+    if handlers is not None:
+        peer.handlers = handlers
+    return peer
+
+
+def _frames_written(transport: FakeTransport) -> list[Frame]:
+    data = bytes(transport.data)
+    found = []
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        found.append(frame)
+        data = data[9 + length :]
+    return found
+
+
+def _goaway(transport: FakeTransport) -> GoAwayFrame:
+    (goaway,) = [frame for frame in _frames_written(transport) if isinstance(frame, GoAwayFrame)]
+    return goaway
+
+
+def test_the_limits_are_advertised_in_settings():
+    peer = Peer(limits=Http2Limits(max_concurrent_streams=7, max_header_list_size=5000))
+    settings = peer.client.remote_settings
+    assert settings.max_concurrent_streams == 7
+    assert settings.max_header_list_size == 5000
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="max_concurrent_streams"):
+        Http2Limits(max_concurrent_streams=0)
+
+
+def test_streams_past_the_concurrency_limit_are_refused_and_the_others_go_on():
+    peer = Peer(limits=Http2Limits(max_concurrent_streams=2))
+    encoder = hpack.Encoder()
+    wire = b""
+    for stream_id in (1, 3, 5):
+        wire += HeadersFrame(
+            stream_id, encoder.encode(REQUEST_HEADERS), flags=["END_HEADERS"]
+        ).serialize()
+    peer.transport.data.clear()
+    peer.server.data_received(wire)
+    (refused,) = [f for f in _frames_written(peer.transport) if isinstance(f, RstStreamFrame)]
+    assert (refused.stream_id, refused.error_code) == (5, frames.REFUSED_STREAM)
+    assert [handler.stream.stream_id for handler in peer.handlers] == [1, 3]
+    assert not peer.transport.closed
+
+
+def test_an_endless_continuation_sequence_is_cut_off_at_the_header_limit():
+    peer = _raw_server(Http2Limits(max_header_list_size=4096))
+    block = hpack.Encoder().encode(REQUEST_HEADERS)
+    peer.server.data_received(HeadersFrame(1, block).serialize())
+    for _ in range(10):
+        if peer.transport.closed:
+            break
+        peer.server.data_received(ContinuationFrame(1, b"\x00" * 1000).serialize())
+    assert peer.transport.closed
+    assert _goaway(peer.transport).error_code == frames.ENHANCE_YOUR_CALM
+    assert peer.server._partial_headers is None  # nothing kept
+    peer.server.data_received(ContinuationFrame(1, b"\x00" * 1000).serialize())  # ignored
+
+
+def test_a_header_list_that_expands_past_the_limit_ends_the_connection():
+    peer = _raw_server(Http2Limits(max_header_list_size=1024))
+    block = hpack.Encoder().encode([*REQUEST_HEADERS, ("x-big", "v" * 2000)])
+    assert len(block) > 1024
+    peer.server.data_received(HeadersFrame(1, block, flags=["END_HEADERS"]).serialize())
+    assert _goaway(peer.transport).error_code == frames.ENHANCE_YOUR_CALM
+    assert not peer.handlers
+
+
+def test_header_values_that_are_not_utf8_are_read_as_latin1():
+    encoder = hpack.Encoder()
+    block = encoder.encode([(b":path", b"/p/M"), (b"x-meta", b"caf\xe9\xff")])
+    assert HeaderDecoder(4096).decode(block) == [(":path", "/p/M"), ("x-meta", "caf\xe9\xff")]
+
+
+def test_rapid_resets_past_the_budget_end_the_connection_with_enhance_your_calm():
+    peer = _raw_server(Http2Limits(max_resets_per_second=10, reset_burst_seconds=1.0))
+    encoder = hpack.Encoder()
+    for index in range(30):
+        if peer.transport.closed:
+            break
+        stream_id = 1 + 2 * index
+        peer.server.data_received(
+            HeadersFrame(
+                stream_id, encoder.encode(REQUEST_HEADERS), flags=["END_HEADERS"]
+            ).serialize()
+            + RstStreamFrame(stream_id, error_code=frames.CANCEL).serialize()
+        )
+    assert peer.transport.closed
+    assert _goaway(peer.transport).error_code == frames.ENHANCE_YOUR_CALM
+    assert len(peer.handlers) == 11  # the eleventh reset was one too many
+    assert all(handler.reset for handler in peer.handlers[:10])
+    assert list(peer.server.streams) == [21]  # until the transport reports the close:
+    peer.server.connection_lost(None)
+    assert not peer.server.streams and peer.handlers[10].reset
+
+
+def test_the_reset_budget_refills_with_time():
+    budget = ResetBudget(rate=2, burst_seconds=1, now=0.0)
+    assert budget.take(0.0) and budget.take(0.0) and not budget.take(0.0)
+    assert budget.take(0.5) and not budget.take(0.5)
+
+
+def test_control_replies_owed_to_a_client_that_does_not_read_end_the_connection():
+    peer = _raw_server(Http2Limits(max_pending_control_frames=50))
+    peer.transport.unsent = 1  # nothing written is taken
+    pings = b"".join(PingFrame(0, opaque_data=b"%08d" % n).serialize() for n in range(49))
+    peer.server.data_received(pings)
+    assert not peer.transport.closed
+    peer.server.data_received(PingFrame(0, opaque_data=b"12345678").serialize())
+    assert peer.transport.aborted  # closed without waiting on a client that does not read
+    assert _goaway(peer.transport).error_code == frames.ENHANCE_YOUR_CALM
+
+
+def test_a_client_that_reads_may_ping_as_often_as_it_likes():
+    peer = _raw_server(Http2Limits(max_pending_control_frames=50))
+    pings = b"".join(PingFrame(0, opaque_data=b"%08d" % n).serialize() for n in range(500))
+    peer.server.data_received(pings)
+    acks = [f for f in _frames_written(peer.transport) if isinstance(f, PingFrame)]
+    assert len(acks) == 500 and not peer.transport.closed
+
+
+def test_settings_frames_do_not_walk_the_streams_and_windows_settle_when_used():
+    peer = Peer(initial_window=100)
+    stream_ids = [peer.request(b"x", end=False) for _ in range(20)]
+    peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 50})
+    peer.pump()
+    server = peer.server
+    assert all(handler.stream.initial_window == 100 for handler in peer.handlers)  # untouched
+    handler = peer.handlers[0]
+    peer.respond(handler, b"r" * 80)
+    assert peer.received_body(stream_ids[0]) == b"r" * 50  # the new window, settled on use
+    assert handler.stream.initial_window == 50
+    # A larger window lets the waiting data go, without a WINDOW_UPDATE.
+    peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1000})
+    peer.pump()
+    assert peer.received_body(stream_ids[0]) == b"r" * 80
+    assert server.pending_bytes == 0
+
+
+def test_while_the_transport_is_paused_no_frames_are_read_and_they_are_read_after():
+    peer = Peer()
+    peer.server.pause_writing()
+    assert not peer.transport.reading
+    stream_id = peer.client.get_next_available_stream_id()
+    peer.client.send_headers(stream_id, REQUEST_HEADERS, end_stream=True)
+    peer.server.data_received(peer.client.data_to_send())  # delivered before the pause took
+    assert not peer.handlers  # held
+
+    async def resume() -> None:
+        peer.server.resume_writing()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(resume())
+    assert peer.handlers and peer.handlers[0].ended
+    assert peer.transport.reading
+
+
+def test_answers_past_the_write_buffer_limit_stop_the_reading_of_more_requests():
+    answered: list[Recorder] = []
+    limits = Http2Limits(max_write_buffer_size=1000)
+
+    def answer(connection: Http2Connection, stream: Stream, headers: Any) -> Recorder:
+        handler = Recorder(stream, headers)
+        answered.append(handler)
+        connection.send_headers(stream, RESPONSE_HEADERS)
+        connection.send_data(stream, b"r" * 600)
+        connection.send_trailers(stream, TRAILERS)
+        return handler
+
+    async def run() -> None:
+        transport = FakeTransport()
+        server = Http2Connection(answer, lambda connection: None, limits)
+        server.connection_made(transport)  # type: ignore[arg-type]
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+        )
+        client.initiate_connection()
+        client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+        client.increment_flow_control_window(1 << 24)
+        for _ in range(10):
+            client.send_headers(client.get_next_available_stream_id(), REQUEST_HEADERS, True)
+        transport.unsent = 10_000  # the client reads nothing ...
+        server.data_received(client.data_to_send())
+        assert len(answered) == 2  # 1,200 bytes queued: the rest waits
+        assert not transport.reading
+        server.pause_writing()  # as the transport would with that much unsent
+        await asyncio.sleep(0)
+        assert len(answered) == 2
+        transport.unsent = 0  # ... then catches up
+        server.resume_writing()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(answered) == 10
+        assert transport.reading
+
+    asyncio.run(run())
+
+
+def test_an_unexpected_error_while_reading_ends_the_connection_once_with_internal_error(caplog):
+    class Broken(Recorder):
+        def data_received(self, data: bytes) -> None:
+            raise RuntimeError("a bug")
+
+    def open_stream(connection: Http2Connection, stream: Stream, headers: Any) -> Recorder:
+        return Broken(stream, headers)
+
+    transport = FakeTransport()
+    server = Http2Connection(open_stream, lambda connection: None)
+    server.connection_made(transport)  # type: ignore[arg-type]
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
+    )
+    client.initiate_connection()
+    client.send_headers(1, REQUEST_HEADERS)
+    client.send_data(1, b"boom")
+    server.data_received(client.data_to_send())
+    assert transport.closed
+    assert _goaway(transport).error_code == frames.INTERNAL_ERROR
+    server.data_received(b"\x00" * 100)  # ignored: no second error, no traceback loop
+    assert sum("unexpected error" in r.getMessage() for r in caplog.records) == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ import grpc
 
 from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.errors import InvalidArgumentError, TridentError
+from trident.runtime.observability.tracing import begin_trace, send_traced
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
 from trident.runtime.protocol import health_pb2, health_pb2_grpc
@@ -59,6 +61,8 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
 
     def __init__(self, dataplane: DataPlane) -> None:
         self._dataplane = dataplane
+        #: Samples requests for the trace file (observability/tracing.py).
+        self._tracer = dataplane.trace_settings.tracer
         self._streams: set[InferStream] = set()
 
     # ------------------------------------------------------------------ health and metadata
@@ -108,9 +112,16 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
         no logging, one try block."""
         infer_request: InferenceRequest | None = None
         try:
+            traced_from = time.monotonic_ns() if self._tracer.enabled else 0
             infer_request = decode_infer_request(*request)
+            if traced_from:
+                infer_request.trace = begin_trace(
+                    self._tracer, infer_request.model_name, "GRPC_WAITREAD", traced_from
+                )
             response = await self._dataplane.infer(infer_request)
-            return write_infer_response(response)
+            if infer_request.trace is None:
+                return write_infer_response(response)
+            return send_traced(infer_request.trace, "GRPC", write_infer_response, response)
         except TridentError as exc:
             error = exc
         except asyncio.CancelledError:

@@ -93,6 +93,8 @@ class HttpHandlers:
         load_limits: LoadRequestLimits | None = None,
     ) -> None:
         self.dataplane = dataplane
+        #: Samples requests for the trace file (observability/tracing.py).
+        self.tracer = dataplane.trace_settings.tracer
         self.max_input_size = max_input_size
         #: Deepest JSON nesting accepted on every JSON route (--http-max-json-depth).
         self.max_json_depth = max_json_depth
@@ -180,6 +182,9 @@ class HttpHandlers:
     # ------------------------------------------------------------------ inference
 
     async def infer(self, request: web.BaseRequest, model: str, version: str) -> web.StreamResponse:
+        trace = self.tracer.sample(model) if self.tracer.enabled else None
+        if trace is not None:
+            trace.stamp("HTTP_RECV_START")
         body = await self.read_body(request)
         header_length = self.header_length(request, len(body))
         model_version = int(version) if version else 0
@@ -190,6 +195,9 @@ class HttpHandlers:
             infer_request, encoding = codec.decode_infer_request(
                 model, model_version, body, header_length, self.max_json_depth
             )
+        if trace is not None:
+            infer_request.trace = trace
+            trace.stamp("HTTP_RECV_END")
         if "text/event-stream" in request.headers.get("Accept", ""):
             return await self._stream(request, infer_request, _encode_event)
         try:
@@ -198,6 +206,8 @@ class HttpHandlers:
             # The client dropped the connection (aiohttp cancels the handler).
             infer_request.cancellation.cancel()
             raise
+        if trace is not None:
+            trace.stamp("HTTP_SEND_START")
         parts, json_length = codec.encode_infer_response(response, encoding)
         headers = dict(JSON_HEADERS)
         if json_length is not None:
@@ -215,7 +225,11 @@ class HttpHandlers:
                 else:
                     payload = _compress(payload, coding)
                 headers["Content-Encoding"] = coding
-        return web.Response(body=payload, headers=headers)
+        reply = web.Response(body=payload, headers=headers)
+        if trace is not None:  # the reply is complete; aiohttp writes it once we return
+            trace.stamp("HTTP_SEND_END")
+            trace.finish()
+        return reply
 
     async def generate(
         self, request: web.BaseRequest, model: str, version: str, streaming: bool

@@ -684,6 +684,10 @@ class Http2Connection(asyncio.Protocol):
         self._out.append(f.goaway_frame(self._last_stream_id, code, message.encode()[:200]))
         self.going_away = True
         self.close()
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            # The client is not reading: a graceful close would wait on it forever.
+            transport.abort()
 
 
 class _PartialHeaders:
