@@ -18,7 +18,7 @@ import enum
 import hmac
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from trident.runtime.errors import InvalidArgumentError
 
@@ -49,13 +49,14 @@ _MODEL = r"/v2/models/[^/]+(?:/versions/[0-9]+)?"
 HTTP_ROUTE_GROUPS: tuple[tuple[re.Pattern[str], ApiGroup], ...] = tuple(
     (re.compile(pattern), group)
     for pattern, group in (
+        # Inference first: it is the route a restricted server sees most.
+        (_MODEL + r"/(?:infer|generate|generate_stream)", ApiGroup.INFERENCE),
         (r"/v2/health/(?:live|ready)", ApiGroup.HEALTH),
         (_MODEL + r"/ready", ApiGroup.HEALTH),
         (r"/v2", ApiGroup.METADATA),
         (r"/v2/models/stats", ApiGroup.STATISTICS),
         (_MODEL + r"/stats", ApiGroup.STATISTICS),
         (_MODEL, ApiGroup.METADATA),
-        (_MODEL + r"/(?:infer|generate|generate_stream)", ApiGroup.INFERENCE),
         (_MODEL + r"/config", ApiGroup.MODEL_CONFIG),
         (r"/v2(?:/models/[^/]+)?/trace/setting", ApiGroup.TRACE),
         (r"/v2/logging", ApiGroup.LOGGING),
@@ -136,7 +137,8 @@ class Restriction:
 
     def allows(self, sent: str | None) -> bool:
         """Whether a call that sent `sent` as the header's value may go on (constant time)."""
-        return sent is not None and hmac.compare_digest(sent.encode(), self.value.encode())
+        # Values are printable ASCII (checked at start), so str comparison is constant time.
+        return sent is not None and sent.isascii() and hmac.compare_digest(sent, self.value)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,16 @@ class RestrictedApis:
     rules: Mapping[ApiGroup, Restriction]
     #: The refusal message's first words: "API" on HTTP, "protocol" on gRPC (as in Triton).
     feature: str = "API"
+    _by_method: Mapping[str, Restriction] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # gRPC restrictions by method path: one dict lookup per call, no enum hashing.
+        by_method = {
+            method: self.rules[group]
+            for method, group in GRPC_METHOD_GROUPS.items()
+            if group in self.rules
+        }
+        object.__setattr__(self, "_by_method", by_method)
 
     @classmethod
     def parse(
@@ -198,19 +210,16 @@ class RestrictedApis:
 
     def grpc_refusal(self, method: str, metadata: Iterable[tuple[str, str]]) -> str | None:
         """`refusal` for a gRPC call: `method` is its `:path`, `metadata` its headers."""
-        group = GRPC_METHOD_GROUPS.get(method)
-        if group is None or group not in self.rules:
+        restriction = self._by_method.get(method)
+        if restriction is None:
             return None
-        return self.refusal(group, _FirstValues(metadata))
-
-
-class _FirstValues(dict[str, str]):
-    """Headers by name, the first value of a repeated one winning (as a header lookup does)."""
-
-    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
-        super().__init__()
-        for key, value in pairs:
-            self.setdefault(key, value)
+        header = restriction.header
+        for key, value in metadata:
+            if key == header:  # the first value of the key counts, as in a header lookup
+                if restriction.allows(value):
+                    return None
+                break
+        return f"This {self.feature} is restricted, expecting header '{restriction.header}'"
 
 
 def _parse_one(text: str, option: str, header_prefix: str) -> tuple[list[ApiGroup], Restriction]:

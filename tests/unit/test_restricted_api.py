@@ -114,6 +114,11 @@ def test_grpc_refusal_reads_the_first_value_of_the_key() -> None:
     assert grpc.grpc_refusal("/no.Such/Method", []) is None
 
 
+def test_a_non_ascii_value_is_refused_not_an_error() -> None:
+    http = RestrictedApis.for_http(["logging:k=v"])
+    assert http.refusal(ApiGroup.LOGGING, {"k": "v\u00e9"}) is not None
+
+
 # --- the tables ----------------------------------------------------------------------------
 
 
