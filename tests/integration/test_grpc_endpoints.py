@@ -263,13 +263,22 @@ def test_trace_settings(client):
     updated = client.update_trace_settings(settings={"trace_rate": "7"}, as_json=True)
     assert updated["settings"]["trace_rate"]["value"] == ["7"]
     per_model = client.update_trace_settings(
-        model_name="ident", settings={"trace_level": ["TIMESTAMPS"]}, as_json=True
+        model_name="ident", settings={"trace_rate": "3"}, as_json=True
     )
-    assert per_model["settings"]["trace_level"]["value"] == ["TIMESTAMPS"]
+    assert per_model["settings"]["trace_rate"]["value"] == ["3"]
     cleared = client.update_trace_settings(
-        model_name="ident", settings={"trace_level": None}, as_json=True
+        model_name="ident", settings={"trace_rate": None}, as_json=True
     )
-    assert cleared["settings"]["trace_level"]["value"] == settings["trace_level"]["value"]
+    assert cleared["settings"]["trace_rate"]["value"] == ["7"]
+    # No trace file was given at startup: a level that traces is refused (as in Triton).
+    expect_code(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: client.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]}),
+    )
+    expect_code(
+        grpc.StatusCode.UNIMPLEMENTED,
+        lambda: client.update_trace_settings(settings={"trace_file": "/tmp/x"}),
+    )
     client.update_trace_settings(settings={"trace_rate": None})
     expect_code(
         grpc.StatusCode.INVALID_ARGUMENT,
