@@ -136,8 +136,8 @@ class Restriction:
     value: str
 
     def allows(self, sent: str | None) -> bool:
-        """Whether a call that sent `sent` as the header's value may go on (constant time)."""
-        # Values are printable ASCII (checked at start), so str comparison is constant time.
+        """Whether a call that sent `sent` as the header's value may go on (compared in
+        constant time; compare_digest takes str only when ASCII, as the value is by parsing)."""
         return sent is not None and sent.isascii() and hmac.compare_digest(sent, self.value)
 
 
