@@ -200,6 +200,8 @@ class DataPlane:
             # Triton leaves these out of its failure counts; we count them (reason OTHER) so a
             # dashboard shows clients sending bad requests.
             model.stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            if request.trace is not None:
+                request.trace.failed()
             raise error
         if request.trace is not None:
             request.trace.queued(model.version, request.inputs)
@@ -246,7 +248,7 @@ class DataPlane:
         response = await responder.result()
         if response.error is not None:
             if request.trace is not None:
-                request.trace.stamp("REQUEST_END")
+                request.trace.failed()
             raise response.error
         if cached is not None:
             cached.store(response)

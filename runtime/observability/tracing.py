@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntFlag
@@ -82,10 +83,13 @@ class TraceFile:
         self._handle: IO[bytes] | None = None
         self._index = 0
         self._failed = False
+        self._closed = False
 
     def append(self, records: list[str]) -> None:
         """Add traces to `path`, keeping it one valid JSON array."""
         with self._lock:
+            if self._closed:
+                return  # a straggler after the server stopped: the file is complete
             try:
                 if self._handle is None:
                     self._handle = open(self.path, "wb")  # noqa: SIM115 (kept open)
@@ -110,6 +114,7 @@ class TraceFile:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._handle is not None:
                 self._handle.close()
                 self._handle = None
@@ -137,6 +142,9 @@ class TraceSampler:
         self._collected = 0
         self._pending: list[str] = []
         self._retired = False
+        #: Traces handed out and not yet finished (weakly: a trace left behind by a failed
+        #: request is finished when it is collected, or when the server stops).
+        self._outstanding: weakref.WeakSet[RequestTrace] = weakref.WeakSet()
         self.active = file is not None and config.invalid_reason() is None and remaining != 0
 
     def sample(self, model_name: str) -> RequestTrace | None:
@@ -150,12 +158,18 @@ class TraceSampler:
             if self.remaining == 0:
                 self.active = False
         self._created += 1
-        return RequestTrace(next(_trace_ids), self.config.level, model_name, self)
+        trace = RequestTrace(next(_trace_ids), self.config.level, model_name, self)
+        self._outstanding.add(trace)
+        return trace
 
-    def collect(self, record: str) -> None:
-        """A finished trace's records (one JSON text without brackets)."""
+    def collect(self, trace: RequestTrace, record: str) -> None:
+        """A finished trace's records (one JSON text without brackets; empty when it
+        recorded nothing, at the TENSORS level of a request without tensors)."""
         assert self._file is not None
+        self._outstanding.discard(trace)
         self._collected += 1
+        if not record:
+            return
         frequency = self.config.log_frequency
         if frequency == 0:
             self._file.append([record])
@@ -173,6 +187,14 @@ class TraceSampler:
         if self._pending:
             self._flush()
 
+    def close(self) -> None:
+        """The server stops: finish the traces still in flight, write everything."""
+        self._retired = True
+        self.active = False
+        for trace in list(self._outstanding):
+            trace.finish()
+        self.retire()
+
     def _flush(self) -> None:
         assert self._file is not None
         pending, self._pending = self._pending, []
@@ -183,6 +205,7 @@ class RequestTrace:
     """The trace of one request: its stages and, at the TENSORS level, its tensors."""
 
     __slots__ = (
+        "__weakref__",
         "_done",
         "_events",
         "_sampler",
@@ -265,16 +288,19 @@ class RequestTrace:
             self.tensors("TENSOR_BACKEND_OUTPUT", outputs)
         self.stamp("COMPUTE_END", end)
 
+    def failed(self) -> None:
+        """The core refused or failed the request: it ends here, and so does its trace (no
+        frontend stamps follow an error)."""
+        self.stamp("REQUEST_END")
+        self.finish()
+
     def finish(self) -> None:
         """The frontend has sent the response: hand the trace to its file (once)."""
         if self._done:
             return
         self._done = True
-        if not self._events:
-            return
-        self._sampler.collect(
-            ",".join(e if e is not None else self._header() for e in self._events)
-        )
+        text = ",".join(e if e is not None else self._header() for e in self._events)
+        self._sampler.collect(self, text)
 
     def _header(self) -> str:
         """The record naming the model; rendered last, as the version is known only once the
@@ -373,8 +399,10 @@ class Tracer:
 
     def close(self) -> None:
         """The server stops: write what is collected and close the file."""
-        self._retire_all()
         self.enabled = False
+        self._global.close()
+        for sampler in self._models.values():
+            sampler.close()
         if self._file is not None:
             self._file.close()
 
