@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,16 @@ def plaintext_bytes_get_closed(url: str, payload: bytes) -> bytes:
     return received
 
 
+def negotiated_alpn(url: str, ca_cert: Path, offer: list[str]) -> str | None:
+    """The application protocol the server picks from `offer` in a TLS handshake."""
+    host, port = url.rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    context.set_alpn_protocols(offer)
+    raw = socket.create_connection((host, int(port)), timeout=10)
+    with context.wrap_socket(raw, server_hostname=host) as tls:
+        return tls.selected_alpn_protocol()
+
+
 @pytest.fixture
 def grpc_tls_server(
     repository: Path, certs: TlsFiles, request: pytest.FixtureRequest
@@ -145,6 +156,7 @@ def test_grpc_inference_over_tls_and_plaintext_clients_fail_cleanly(
     grpc_tls_server: str, certs: TlsFiles
 ) -> None:
     url = grpc_tls_server
+    assert negotiated_alpn(url, certs.ca_cert, ["http/1.1", "h2"]) == "h2"
     grpc_infer(url, ssl=True, root_certificates=str(certs.ca_cert))
     # A plaintext gRPC client cannot talk to the TLS port...
     with pytest.raises(InferenceServerException):
