@@ -83,9 +83,7 @@ class ModelRunner:
         index_in_seq = np.arange(total) - np.repeat(offsets, qlens)
         positions = index_in_seq + np.repeat(starts, qlens)
         slots = table[seq_of_token, positions // bs] * bs + positions % bs
-        samples = ctx == np.fromiter(
-            (s.request.num_tokens for s in scheduled), dtype=np.int64, count=num_seqs
-        )
+        samples = np.fromiter((s.samples for s in scheduled), dtype=bool, count=num_seqs)
         sampling_rows = np.nonzero(samples)[0]
         logits_indices = (offsets + qlens - 1)[sampling_rows]
 

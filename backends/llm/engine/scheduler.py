@@ -41,11 +41,12 @@ class ScheduledRequest:
     request: Request
     start: int
     num_tokens: int
+    #: True when this chunk reaches the request's last token, so a new token is sampled.
+    samples: bool = False
 
-    @property
-    def samples(self) -> bool:
-        """True when this chunk reaches the request's last token, so a new token is sampled."""
-        return self.start + self.num_tokens == self.request.num_tokens
+    @classmethod
+    def of(cls, request: Request, start: int, num_tokens: int) -> ScheduledRequest:
+        return cls(request, start, num_tokens, start + num_tokens == request.num_tokens)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Scheduler:
                     break
             if preempted_self:
                 break
-            out.scheduled.append(ScheduledRequest(request, request.num_computed_tokens, n))
+            out.scheduled.append(ScheduledRequest.of(request, request.num_computed_tokens, n))
             budget -= n
             i += 1
         if out.preempted:
@@ -143,7 +144,7 @@ class Scheduler:
             request.status = RequestStatus.RUNNING
             self.running.append(request)
             out.admitted.append(request)
-            out.scheduled.append(ScheduledRequest(request, num_cached, n))
+            out.scheduled.append(ScheduledRequest.of(request, num_cached, n))
             budget -= n
         return out
 
