@@ -246,9 +246,9 @@ class RawClient:
                     )
                 if isinstance(frame, RstStreamFrame):
                     received["rst"] = str(frame.error_code)
-                if "END_STREAM" in frame.flags or isinstance(frame, RstStreamFrame):
-                    if "grpc-status" in received or "rst" in received:
-                        return received
+                ended = "END_STREAM" in frame.flags or isinstance(frame, RstStreamFrame)
+                if ended and ("grpc-status" in received or "rst" in received):
+                    return received
 
     def read(self, deadline: float) -> list[Frame]:
         """Frames that arrive before `deadline` (at least one, unless the connection ends)."""
