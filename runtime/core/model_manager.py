@@ -185,11 +185,17 @@ class ModelManager:
                 yield self._ready[name][version]
 
     def loaded_versions_of(self, name: str, version: int = 0) -> list[LoadedModel]:
-        if version:
-            return [self.get(name, version)]
+        """The ready versions of `name` (all, or `version`), for statistics: Triton's errors
+        (INVALID_ARGUMENT for an unknown model and for a version that is not ready)."""
         versions = self._ready.get(name)
         if not versions:
             raise InvalidArgumentError(f"requested model '{name}' is not available")
+        if version:
+            if version not in versions:
+                raise InvalidArgumentError(
+                    f"requested model version is not available for model '{name}'"
+                )
+            return [versions[version]]
         return [versions[v] for v in sorted(versions)]
 
     def all_ready(self) -> bool:

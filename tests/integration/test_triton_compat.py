@@ -3,6 +3,8 @@ extension's value formatting and the statistics of a model that fails, over HTTP
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 from pathlib import Path
 
@@ -149,3 +151,46 @@ def test_an_exported_program_batches_up_to_the_bound_it_declares(tmp_path):
         finally:
             http.close()
             grpc.close()
+
+
+def test_an_unsupported_content_encoding_is_415_with_the_codings_read(server):
+    host, port = server.http_url.rsplit(":", 1)
+    body = json.dumps(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "INT32", "data": [1, 2, 3, 4]}]}
+    )
+    for coding in ("br", "compress"):
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request(
+                "POST",
+                "/v2/models/classify_types/infer",
+                body=body,
+                headers={"Content-Encoding": coding},
+            )
+            response = connection.getresponse()
+            assert response.status == 415
+            assert response.getheader("Accept-Encoding") == "gzip, deflate"
+            assert coding in json.loads(response.read())["error"]
+        finally:
+            connection.close()
+
+
+def test_statistics_of_a_version_not_loaded_is_invalid_argument(server):
+    http = httpclient.InferenceServerClient(server.http_url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        for client in (http, grpc):
+            with pytest.raises(InferenceServerException) as caught:
+                client.get_inference_statistics("classify_types", "9")
+            assert "requested model version is not available for model 'classify_types'" in (
+                caught.value.message()
+            )
+        with pytest.raises(InferenceServerException) as caught:
+            grpc.get_inference_statistics("classify_types", "9")
+        assert caught.value.status() == "StatusCode.INVALID_ARGUMENT"
+        with pytest.raises(InferenceServerException) as caught:
+            http.get_inference_statistics("classify_types", "9")
+        assert caught.value.status() == "400"
+    finally:
+        http.close()
+        grpc.close()

@@ -46,6 +46,17 @@ class UnreadableBodyError(InvalidArgumentError):
     """The body could not be decoded; the connection cannot carry another request."""
 
 
+class UnsupportedContentEncodingError(UnreadableBodyError):
+    """A Content-Encoding the server does not read: 415 with the codings it does, as Triton
+    answers (the body is left unread, so the connection closes)."""
+
+    http_status = 415
+
+
+#: Request codings read (Triton's: gzip and deflate; identity or none).
+_READABLE_CODINGS = frozenset(("", "identity", "gzip", "deflate"))
+
+
 def json_response(document: Any, status: int = 200) -> web.Response:
     return web.Response(body=codec.dumps(document), status=status, headers=JSON_HEADERS)
 
@@ -60,6 +71,8 @@ def error_response(error: TridentError) -> web.Response:
     )
     if isinstance(error, UnreadableBodyError):
         response.force_close()
+    if isinstance(error, UnsupportedContentEncodingError):
+        response.headers["Accept-Encoding"] = "gzip, deflate"
     return response
 
 
@@ -106,6 +119,12 @@ class HttpHandlers:
     async def read_body(self, request: web.BaseRequest) -> bytes:
         """The whole body (decompressed if the client sent Content-Encoding gzip/deflate),
         refused past the size limit before it is all buffered."""
+        coding = request.headers.get("Content-Encoding")
+        if coding is not None and coding.strip().lower() not in _READABLE_CODINGS:
+            raise UnsupportedContentEncodingError(
+                f"unsupported Content-Encoding '{coding[:64]}': the server reads gzip, deflate "
+                "and identity"
+            )
         limit = self.max_input_size
         declared = request.content_length
         if declared is not None and declared > limit:
