@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from trident.backends.python.isolation import set_default_isolation
 from trident.backends.registry import BackendRegistry
 from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
 from trident.runtime.core.dispatch import DataPlane
@@ -32,6 +33,7 @@ class TridentServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
+        set_default_isolation(settings.python_isolation)
         self.models = ModelManager(
             ModelRepository(settings.model_repositories),
             BackendRegistry(),

@@ -155,7 +155,7 @@ def run_auto_complete(model_class: type, config: mc.ModelConfig) -> None:
     name = config.name
     try:
         result = hook(ModelConfig(config_to_json(config)))
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit too: model code never ends the server
         raise ModelLoadError(
             f"auto_complete_config of Python model '{name}' failed: {type(exc).__name__}: {exc}"
         ) from exc

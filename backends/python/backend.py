@@ -17,7 +17,13 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
+from trident.backends.base import (
+    Backend,
+    ComputeTiming,
+    InstanceContext,
+    ModelInstance,
+    MustRunOnWorkerThread,
+)
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import ModelExecutionError, ModelLoadError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
@@ -25,6 +31,8 @@ from trident.runtime.types import InferenceRequest as RuntimeRequest
 from trident.runtime.types import InferenceResponse as RuntimeResponse
 
 from .autocomplete import run_auto_complete
+from .isolation.instance import IsolatedModelInstance, auto_complete_in_process
+from .isolation.settings import IsolationSettings
 from .loader import ImportedModel, describe_exception, import_model_file
 from .messages import InferenceRequest, InferenceResponse
 from .metrics import render_custom_metrics
@@ -52,27 +60,39 @@ class PythonBackend(Backend):
         """Run the model's static `auto_complete_config`, if it has one (never when strict)."""
         if strict:
             return
-        filename = config.default_model_filename or DEFAULT_MODEL_FILENAME
-        version_dir = _latest_version_dir(model_dir, filename)
-        if version_dir is None:
-            return  # loading the version reports the missing file
-        name = config.name or model_dir.name
-        imported = import_model_file(
-            version_dir / filename, name, int(version_dir.name), [version_dir, model_dir]
-        )
-        try:
-            model_class = _model_class(imported, version_dir / filename)
-            with entered(ModelScope(None, imported.importer)):
-                run_auto_complete(model_class, config)
-        finally:
-            imported.unload()
+        if IsolationSettings.from_config(config).isolated:
+            # Importing an isolated model's code here could end the server: its process does.
+            auto_complete_in_process(config, model_dir)
+            return
+        auto_complete_here(config, model_dir)
 
     def create_instance(self, context: InstanceContext) -> ModelInstance:
+        settings = IsolationSettings.from_config(context.config)
+        if settings.isolated:
+            return IsolatedModelInstance(context, settings)
         return PythonModelInstance(context)
 
 
 def create_backend() -> Backend:
     return PythonBackend()
+
+
+def auto_complete_here(config: mc.ModelConfig, model_dir: Path) -> None:
+    """Import the model's latest version in this process and run its `auto_complete_config`."""
+    filename = config.default_model_filename or DEFAULT_MODEL_FILENAME
+    version_dir = _latest_version_dir(model_dir, filename)
+    if version_dir is None:
+        return  # loading the version reports the missing file
+    name = config.name or model_dir.name
+    imported = import_model_file(
+        version_dir / filename, name, int(version_dir.name), [version_dir, model_dir]
+    )
+    try:
+        model_class = _model_class(imported, version_dir / filename)
+        with entered(ModelScope(None, imported.importer)):
+            run_auto_complete(model_class, config)
+    finally:
+        imported.unload()
 
 
 def _latest_version_dir(model_dir: Path, filename: str) -> Path | None:
@@ -152,7 +172,7 @@ class PythonModelInstance(ModelInstance):
     def _call_model(self, function: Any, what: str, *args: Any) -> Any:
         try:
             return function(*args)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit too: a load failure, never a server exit
             raise ModelLoadError(
                 f"{what} of Python model '{self._context.model_name}' failed: "
                 f"{describe_exception(exc, self._search_dirs)}"
@@ -172,7 +192,7 @@ class PythonModelInstance(ModelInstance):
             if loop is not None and loop.is_running():
                 return asyncio.run_coroutine_threadsafe(scoped(), loop).result()
             return asyncio.run(scoped())
-        except Exception as exc:
+        except BaseException as exc:
             raise ModelLoadError(
                 f"{what} of Python model '{self._context.model_name}' failed: "
                 f"{describe_exception(exc, self._search_dirs)}"
@@ -190,7 +210,9 @@ class PythonModelInstance(ModelInstance):
         token = enter(self._scope)
         try:
             result = self._execute(model_requests)
-        except Exception as exc:
+        except MustRunOnWorkerThread:
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: an error response
             raise self._failure(exc) from exc
         finally:
             leave(token)
@@ -210,7 +232,9 @@ class PythonModelInstance(ModelInstance):
         with entered(self._scope):
             try:
                 result = await self._execute(model_requests)
-            except Exception as exc:
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # SystemExit too: an error response, not a server exit
                 raise self._failure(exc) from exc
         timing.output_start_ns = time.monotonic_ns()
         return self._collect(result, model_requests)
@@ -227,7 +251,7 @@ class PythonModelInstance(ModelInstance):
                 for request in model_requests:
                     request._end_with(error)
                 raise
-            except Exception as exc:
+            except BaseException as exc:
                 failure = exc if isinstance(exc, ModelExecutionError) else self._failure(exc)
                 logger.error("%s", failure.message)
                 for request in model_requests:

@@ -237,7 +237,7 @@ def import_model_file(
     try:
         with entered(ModelScope(scope_context, importer)):
             spec.loader.exec_module(module)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt too: a load failure, not an exit
         imported.unload()
         raise ModelLoadError(
             f"failed to load Python model '{model_name}' version {version} from {model_file}: "

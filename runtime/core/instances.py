@@ -117,8 +117,8 @@ class InstanceWorker:
             responses = self._execute_inline(requests, timing)
         except TridentError:
             raise
-        except Exception as exc:  # a model's own failure: report it, keep serving
-            raise ModelExecutionError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:  # a model's own failure (SystemExit too): keep serving
+            raise self._failure(exc) from exc
         if responses is _RERUN:
             return None
         return self._outcome(requests, responses, timing, start)  # type: ignore[arg-type]
@@ -139,11 +139,16 @@ class InstanceWorker:
                     responses = await self._execute_on_thread(requests, timing)
             else:
                 responses = await self._execute_on_thread(requests, timing)
-        except TridentError:
+        except (TridentError, asyncio.CancelledError):
             raise
-        except Exception as exc:  # a model's own failure: report it, keep serving
-            raise ModelExecutionError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:  # a model's own failure (SystemExit too): keep serving
+            raise self._failure(exc) from exc
         return self._outcome(requests, responses, timing, start)  # type: ignore[arg-type]
+
+    def _failure(self, exc: BaseException) -> ModelExecutionError:
+        # SystemExit, KeyboardInterrupt or GeneratorExit from a model's code would otherwise
+        # travel up the event loop and end the server: it is that model's error, no more.
+        return ModelExecutionError(f"instance '{self.name}': {type(exc).__name__}: {exc}")
 
     def _outcome(
         self,

@@ -91,6 +91,12 @@ class LoadedModel:
         self.scheduler = scheduler
         self.submit = scheduler.submit  # bound once: the hot path skips an attribute hop
 
+    def health_reason(self) -> str:
+        """What its instances report about their health (e.g. an isolated Python model's
+        process that died and was restarted); empty when all is well."""
+        reasons = [getattr(worker.instance, "health_reason", "") for worker in self.workers]
+        return "; ".join(reason for reason in reasons if reason)
+
     def uses_shared_memory(self, request: InferenceRequest) -> bool:
         return any(tensor.shared_memory is not None for tensor in request.inputs)
 
@@ -102,7 +108,9 @@ class LoadedModel:
         for worker in workers:
             try:
                 await asyncio.to_thread(worker.close)
-            except Exception:  # a model's finalize failing must not block the unload
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # a failing finalize (even SystemExit) must not stop the unload
                 logger.exception("finalizing an instance of model '%s' failed", self.name)
 
 

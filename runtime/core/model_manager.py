@@ -30,7 +30,12 @@ from .instances import InstanceWorker
 from .json_depth import check_json_depth
 from .loaded_model import LoadedModel
 from .model_names import check_model_name
-from .model_overrides import LoadRequestLimits, OverrideFolder, write_override_files
+from .model_overrides import (
+    FILE_PREFIX,
+    LoadRequestLimits,
+    OverrideFolder,
+    write_override_files,
+)
 from .model_preparation import ModelPreparer, PreparedModel
 from .repository import ModelRepository, fingerprint, version_folders
 from .response_cache import ResponseCache
@@ -240,7 +245,8 @@ class ModelManager:
                 state = record.versions[version]
                 if ready_only and state.state != READY:
                     continue
-                entries.append(RepositoryIndexEntry(name, str(version), state.state, state.reason))
+                reason = state.reason or (state.model.health_reason() if state.model else "")
+                entries.append(RepositoryIndexEntry(name, str(version), state.state, reason))
         entries.sort(key=lambda entry: entry.name)  # stable: versions stay in order
         return entries
 
@@ -310,8 +316,11 @@ class ModelManager:
             )
 
     async def load_via_api(self, name: str, config_json: str, files: dict[str, bytes]) -> None:
-        """The repository API's load: `files` are `file:` parameters without their prefix."""
+        """The repository API's load. `files` maps the paths of `file:` parameters (with or
+        without that prefix: the HTTP codec drops it, a Python model's load_model keeps it) to
+        their contents."""
         check_model_name(name)
+        files = {path.removeprefix(FILE_PREFIX): content for path, content in files.items()}
         self._check_explicit()
         override = None
         if config_json:

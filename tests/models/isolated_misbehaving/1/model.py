@@ -1,0 +1,29 @@
+import json
+import os
+import time
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            action = json.loads(request.parameters() or "{}").get("action", "")
+            if action == "exit":
+                os._exit(3)
+            if action == "hang":
+                time.sleep(3600)
+            if action == "system_exit":
+                raise SystemExit(5)
+            if action == "log":
+                pb_utils.Logger.log_warn("isolated model says hello")
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            pid = np.array([os.getpid()], np.int64)
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [pb_utils.Tensor("OUTPUT0", x.copy()), pb_utils.Tensor("OUTPUT1", pid)]
+                )
+            )
+        return responses
