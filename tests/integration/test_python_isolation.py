@@ -1,0 +1,291 @@
+"""Python models that crash, hang, exit or raise BaseException, through the real server.
+
+In process, SystemExit and friends become load failures or error responses. With process
+isolation, a model process that dies fails only the requests it held and is restarted, and
+unloading or stopping leaves no process and no shared-memory file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from trident.backends.python.isolation import shm
+from tests.helpers import RunningServer, running_server
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+MISBEHAVING = "isolated_misbehaving"
+
+
+def _repository(tmp_path: Path, *names: str) -> Path:
+    for name in names:
+        shutil.copytree(MODELS / name, tmp_path / name)
+    return tmp_path
+
+
+def _our_files() -> set[str]:
+    """This test process's shared-memory files (every server it runs makes them)."""
+    prefix = f"{shm.FILE_PREFIX}{os.getpid()}-"
+    return {name for name in os.listdir(shm.shm_directory()) if name.startswith(prefix)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); its state in /proc says it is dead.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_until(condition, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _http_infer(
+    client: httpclient.InferenceServerClient,
+    model: str,
+    data: np.ndarray,
+    parameters: dict | None = None,
+) -> httpclient.InferResult:
+    tensor = httpclient.InferInput("INPUT0", list(data.shape), "FP32")
+    tensor.set_data_from_numpy(data)
+    return client.infer(model, [tensor], parameters=parameters)
+
+
+def _pid(client: httpclient.InferenceServerClient) -> int:
+    result = _http_infer(client, MISBEHAVING, np.zeros(2, np.float32))
+    return int(result.as_numpy("OUTPUT1")[0])
+
+
+def _reason(client: httpclient.InferenceServerClient, model: str) -> str:
+    for entry in client.get_model_repository_index():
+        if entry["name"] == model:
+            return str(entry.get("reason", ""))
+    return ""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    repository = _repository(
+        tmp_path_factory.mktemp("isolation"),
+        MISBEHAVING,
+        "identity_fp32",
+        "isolated_bls",
+        "isolated_decoupled",
+    )
+    with running_server(repository) as running:
+        yield running
+
+
+@pytest.fixture
+def http(server: RunningServer) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+
+
+def test_a_model_process_that_exits_fails_its_request_and_the_next_one_succeeds(http) -> None:
+    before = _pid(http)
+    with pytest.raises(InferenceServerException) as failure:
+        _http_infer(http, MISBEHAVING, np.ones(4, np.float32), {"action": "exit"})
+    message = str(failure.value)
+    assert f"'{MISBEHAVING}'" in message and "exited with status 3" in message
+    # Another model kept serving, and the repository index tells what happened.
+    other = _http_infer(http, "identity_fp32", np.arange(3, dtype=np.float32))
+    np.testing.assert_array_equal(other.as_numpy("OUTPUT0"), np.arange(3, dtype=np.float32))
+    assert "exited with status 3" in _reason(http, MISBEHAVING)
+    after = _http_infer(http, MISBEHAVING, np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(after.as_numpy("OUTPUT0"), np.arange(5, dtype=np.float32))
+    assert int(after.as_numpy("OUTPUT1")[0]) != before
+    assert not _alive(before)
+    assert http.is_server_live()
+
+
+def test_sigkill_of_a_busy_model_process_fails_the_request_it_held(server, http) -> None:
+    pid = _pid(http)
+    client = httpclient.InferenceServerClient(server.http_url, network_timeout=60)
+    tensor = httpclient.InferInput("INPUT0", [2], "FP32")
+    tensor.set_data_from_numpy(np.zeros(2, np.float32))
+    pending = client.async_infer(MISBEHAVING, [tensor], parameters={"action": "hang"})
+    time.sleep(0.5)  # the request reaches the process and hangs there
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(InferenceServerException) as failure:
+        pending.get_result()
+    assert "signal 9 (SIGKILL)" in str(failure.value)
+    assert _pid(http) != pid
+    assert "SIGKILL" in _reason(http, MISBEHAVING)
+
+
+def test_an_idle_model_process_killed_from_outside_is_replaced(http) -> None:
+    pid = _pid(http)
+    os.kill(pid, signal.SIGKILL)
+    assert _wait_until(lambda: not _alive(pid))
+    assert _pid(http) != pid
+
+
+def test_execute_past_the_execution_timeout_kills_and_restarts_the_process(http) -> None:
+    pid = _pid(http)
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException) as failure:
+        _http_infer(http, MISBEHAVING, np.ones(2, np.float32), {"action": "hang"})
+    assert time.monotonic() - started < 30
+    assert "execution_timeout_ms (2000 ms)" in str(failure.value)
+    assert _pid(http) != pid
+    assert not _alive(pid)
+
+
+def test_system_exit_in_an_isolated_execute_is_an_error_response(http) -> None:
+    pid = _pid(http)
+    with pytest.raises(InferenceServerException, match="SystemExit"):
+        _http_infer(http, MISBEHAVING, np.ones(2, np.float32), {"action": "system_exit"})
+    assert _pid(http) == pid  # the process caught it and lives on
+
+
+def test_large_tensors_cross_the_boundary_intact(http) -> None:
+    data = np.random.default_rng(7).standard_normal(2 * 1024 * 1024).astype(np.float32)  # 8 MiB
+    for _ in range(2):  # the second pass reuses what the first one allocated
+        result = _http_infer(http, MISBEHAVING, data)
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+
+
+def test_bls_from_an_isolated_model_reaches_other_models(server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("INPUT0", [4], "FP32")
+    tensor.set_data_from_numpy(np.full(4, 1.5, np.float32))
+    result = client.infer("isolated_bls", [tensor]).as_numpy("OUTPUT0")
+    # identity_fp32(x * 2) plus the 3 responses isolated_decoupled streamed back
+    np.testing.assert_array_equal(result, np.full(4, 6.0, np.float32))
+
+
+def test_a_decoupled_isolated_model_streams_over_grpc(server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    received: list = []
+    client.start_stream(callback=lambda result, error: received.append((result, error)))
+    try:
+        tensor = grpcclient.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([5], np.int32))
+        client.async_stream_infer("isolated_decoupled", [tensor], enable_empty_final_response=True)
+        assert _wait_until(
+            lambda: any(
+                r is not None and r.get_response().parameters["triton_final_response"].bool_param
+                for r, _ in received
+            )
+        )
+    finally:
+        client.stop_stream()
+    assert all(error is None for _, error in received)
+    values = [int(r.as_numpy("OUT")[0]) for r, _ in received if r.as_numpy("OUT") is not None]
+    assert values == [0, 1, 2, 3, 4]
+
+
+def test_log_lines_of_a_model_process_reach_the_server_log(http, caplog) -> None:
+    with caplog.at_level(logging.INFO):
+        _http_infer(http, MISBEHAVING, np.ones(2, np.float32), {"action": "log"})
+        assert _wait_until(lambda: "isolated model says hello" in caplog.text, 10)
+    record = next(r for r in caplog.records if "isolated model says hello" in r.getMessage())
+    assert record.levelno == logging.WARNING and record.pathname.endswith("model.py")
+
+
+# ----------------------------------------------------------------------------- load and unload
+
+
+@pytest.fixture(scope="module")
+def explicit(tmp_path_factory: pytest.TempPathFactory):
+    repository = _repository(
+        tmp_path_factory.mktemp("explicit"),
+        MISBEHAVING,
+        "raises_base_exception",
+        "exit_at_import",
+        "exit_in_initialize",
+        "exit_in_finalize",
+        "isolated_exit_at_import",
+    )
+    with running_server(repository, model_control_mode="explicit") as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("exit_at_import", "SystemExit: exit at import"),
+        ("exit_in_initialize", "SystemExit: 7"),
+        ("isolated_exit_at_import", "exited with status 4"),
+    ],
+)
+def test_a_model_ending_its_process_while_loading_is_a_load_failure(
+    explicit, model: str, expected: str
+) -> None:
+    client = httpclient.InferenceServerClient(explicit.http_url, network_timeout=120)
+    with pytest.raises(InferenceServerException) as failure:
+        client.load_model(model)
+    assert expected in str(failure.value) and model in str(failure.value)
+    assert client.is_server_live()
+    assert expected in _reason(client, model)
+
+
+@pytest.mark.parametrize("exception", ["SystemExit", "KeyboardInterrupt", "GeneratorExit"])
+def test_base_exceptions_in_an_in_process_execute_are_error_responses(
+    explicit, exception: str
+) -> None:
+    client = httpclient.InferenceServerClient(explicit.http_url)
+    client.load_model("raises_base_exception")
+    data = np.arange(3, dtype=np.float32)
+    with pytest.raises(InferenceServerException) as failure:
+        _http_infer(client, "raises_base_exception", data, {"raise": exception})
+    assert exception in str(failure.value) and "raises_base_exception" in str(failure.value)
+    result = _http_infer(client, "raises_base_exception", data)
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+
+
+def test_system_exit_in_finalize_still_unloads(explicit) -> None:
+    client = httpclient.InferenceServerClient(explicit.http_url)
+    client.load_model("exit_in_finalize")
+    _http_infer(client, "exit_in_finalize", np.ones(1, np.float32))
+    client.unload_model("exit_in_finalize")
+    assert _wait_until(lambda: not client.is_model_ready("exit_in_finalize"))
+    assert client.is_server_live()
+
+
+def test_unload_removes_the_model_process_and_its_shared_memory(explicit) -> None:
+    client = httpclient.InferenceServerClient(explicit.http_url, network_timeout=120)
+    before = _our_files()
+    client.load_model(MISBEHAVING)
+    pid = _pid(client)
+    assert _alive(pid) and _our_files() - before
+    client.unload_model(MISBEHAVING)
+    assert _wait_until(lambda: not _alive(pid) and not _our_files() - before)
+
+
+def test_a_crash_and_a_server_stop_leave_no_process_or_file(tmp_path: Path) -> None:
+    repository = _repository(tmp_path, MISBEHAVING)
+    before = _our_files()  # other servers of this test process have theirs
+    with running_server(repository) as running:
+        client = httpclient.InferenceServerClient(running.http_url, network_timeout=60)
+        first = _pid(client)
+        files_of_first = _our_files() - before
+        assert files_of_first
+        with pytest.raises(InferenceServerException):
+            _http_infer(client, MISBEHAVING, np.ones(2, np.float32), {"action": "exit"})
+        second = _pid(client)
+        # The dead process's files are gone; the new one has its own.
+        assert _wait_until(lambda: not files_of_first & _our_files())
+        assert _our_files() - before
+    assert not _alive(first) and not _alive(second)
+    assert not _our_files() - before

@@ -1,0 +1,6 @@
+raise SystemExit("exit at import")
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return []
