@@ -220,7 +220,11 @@ def test_malformed_json_is_a_400_with_an_openai_error(server) -> None:
         {"Content-Type": "application/json"},
     )
     assert status == 400
-    assert "not valid JSON" in json.loads(body)["error"]["message"]
+    error = json.loads(body)["error"]
+    assert "JSON" in error["message"] and error["type"] == "invalid_request_error"
+    deep = b'{"model": "tiny", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    status, _, body = request(server.http_url, "POST", "/v1/chat/completions", deep)
+    assert status == 400 and "deep" in json.loads(body)["error"]["message"].lower()
 
 
 def test_engine_is_idle_and_every_block_free_after_the_tests(server, client) -> None:

@@ -88,7 +88,8 @@ def test_triton_paths_resolve(path, expected):
     "path",
     [
         "/",
-        "/v1/models/m",
+        "/v1/unknown",
+        "/v1/models/",
         "/v2/",
         "/v2/models",
         "/v2/models/m/versions/one/infer",
@@ -102,3 +103,17 @@ def test_triton_paths_resolve(path, expected):
 )
 def test_other_paths_do_not_resolve(path):
     assert resolve(path) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/v1/models", ["GET"]),
+        ("/v1/models/m", ["GET"]),
+        ("/v1/completions", ["POST"]),
+        ("/v1/chat/completions", ["POST"]),
+    ],
+)
+def test_openai_paths_resolve(path, methods):
+    resolved = resolve(path)
+    assert resolved is not None and resolved[0] == methods

@@ -64,7 +64,9 @@ class HttpRouter:
 
     def __init__(self, handlers: HttpHandlers) -> None:
         self.handlers = handlers
-        self.openai = OpenAIHandlers(handlers.dataplane, handlers.read_body)
+        self.openai = OpenAIHandlers(
+            handlers.dataplane, handlers.read_body, handlers.max_json_depth
+        )
 
     def resolve(self, path: str) -> Route | None:
         h = self.handlers

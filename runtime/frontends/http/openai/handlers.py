@@ -27,6 +27,7 @@ from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.errors import InvalidArgumentError, NotFoundError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
+from .. import codec
 from .protocol import (
     Endpoint,
     OpenAIRequest,
@@ -67,18 +68,22 @@ def error_response(error: TridentError) -> web.Response:
 
 
 class OpenAIHandlers:
-    """The /v1 routes. `read_body` is the HTTP frontend's (its size limit applies)."""
+    """The /v1 routes. `read_body` is the HTTP frontend's (its size limit applies), and bodies
+    nested deeper than `max_json_depth` are refused as on every other route."""
 
-    def __init__(self, dataplane: DataPlane, read_body: ReadBody) -> None:
+    def __init__(self, dataplane: DataPlane, read_body: ReadBody, max_json_depth: int) -> None:
         self.dataplane = dataplane
         self._read_body = read_body
+        self._max_json_depth = max_json_depth
 
     def resolve(self, path: str) -> tuple[frozenset[str], Handler] | None:
         """(allowed methods, handler) for a /v1 path, None when it is not one of ours."""
         if path == "/v1/models":
             return frozenset(("GET",)), self._guard(self.models)
-        if path.startswith("/v1/models/"):
+        if path.startswith("/v1/models/") and "/" not in path[len("/v1/models/") :]:
             name = unquote(path[len("/v1/models/") :])
+            if not name:
+                return None
             return frozenset(("GET",)), self._guard(functools.partial(self.model, name=name))
         if path == "/v1/completions":
             return frozenset(("POST",)), self._guard(
@@ -134,10 +139,7 @@ class OpenAIHandlers:
 
     async def complete(self, request: web.BaseRequest, endpoint: Endpoint) -> web.StreamResponse:
         body = await self._read_body(request)
-        try:
-            document = json.loads(body)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise InvalidArgumentError(f"the request body is not valid JSON: {exc}") from None
+        document = codec.parse_json(body, "request", self._max_json_depth)
         openai_request = parse_request(document, endpoint)
         self._check_model(openai_request.model)
         prefix = "chatcmpl-" if endpoint is Endpoint.CHAT else "cmpl-"
