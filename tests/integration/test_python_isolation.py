@@ -20,8 +20,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from trident.backends.python.isolation import shm
 from tests.helpers import RunningServer, running_server
+from trident.backends.python.isolation import shm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 MISBEHAVING = "isolated_misbehaving"

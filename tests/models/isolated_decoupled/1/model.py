@@ -1,6 +1,7 @@
 import threading
 
 import numpy as np
+
 import triton_python_backend_utils as pb_utils
 
 

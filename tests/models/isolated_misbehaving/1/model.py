@@ -3,6 +3,7 @@ import os
 import time
 
 import numpy as np
+
 import triton_python_backend_utils as pb_utils
 
 
