@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import pytest
 
 from trident.runtime.frontends.http.handlers import HttpHandlers
 from trident.runtime.frontends.http.server import HttpRouter
+from trident.runtime.observability.trace_settings import TraceSettings
 
 
 def resolve(path: str):
-    router = HttpRouter(HttpHandlers(dataplane=None))  # type: ignore[arg-type]
+    # Routing reads no data plane; the handlers only take its tracer when built.
+    dataplane = SimpleNamespace(trace_settings=TraceSettings())
+    router = HttpRouter(HttpHandlers(dataplane=dataplane))  # type: ignore[arg-type]
     route = router.resolve(path)
     if route is None:
         return None
