@@ -38,6 +38,7 @@ from .cuda_shared_memory import CudaSharedMemoryRegistry, CudaShmRegionStatus
 from .loaded_model import LoadedModel
 from .model_config import message_to_dict
 from .model_manager import ModelManager, RepositoryIndexEntry
+from .model_versions import parse_model_version
 from .outputs import finish_outputs
 from .scheduling.base import SingleResponder, StreamResponder
 from .shared_memory import SharedMemoryRegistry, SystemShmRegionStatus
@@ -126,10 +127,10 @@ class DataPlane:
         return ServerMetadata(SERVER_NAME, PROTOCOL_VERSION, extensions)
 
     def model_ready(self, name: str, version: str = "") -> bool:
-        return self.models.is_ready(name, _parse_version(version))
+        return self.models.is_ready(name, parse_model_version(version))
 
     def model_metadata(self, name: str, version: str = "") -> gs.ModelMetadataResponse:
-        model = self.models.get(name, _parse_version(version))
+        model = self.models.get(name, parse_model_version(version))
         config = model.config
         response = gs.ModelMetadataResponse(
             name=name,
@@ -150,13 +151,13 @@ class DataPlane:
         return response
 
     def model_config(self, name: str, version: str = "") -> mc.ModelConfig:
-        return self.models.get(name, _parse_version(version)).config
+        return self.models.get(name, parse_model_version(version)).config
 
     def model_statistics(self, name: str = "", version: str = "") -> gs.ModelStatisticsResponse:
         response = gs.ModelStatisticsResponse()
         models: Iterable[LoadedModel]
         if name:
-            models = self.models.loaded_versions_of(name, _parse_version(version))
+            models = self.models.loaded_versions_of(name, parse_model_version(version))
         else:
             models = self.models.loaded_versions()
         for model in models:
@@ -179,7 +180,7 @@ class DataPlane:
         return text + "".join(backend.metrics_text() for backend in self.models.backends.loaded())
 
     def is_decoupled(self, name: str, version: str = "") -> bool:
-        return self.models.get(name, _parse_version(version)).decoupled
+        return self.models.get(name, parse_model_version(version)).decoupled
 
     # ---------------------------------------------------------------- inference
 
@@ -397,15 +398,3 @@ class DataPlane:
 
     def update_log_settings(self, updates: dict[str, object]) -> dict[str, bool | int | str]:
         return self.log_settings.update(updates)
-
-
-def _parse_version(version: str) -> int:
-    if not version:
-        return 0
-    try:
-        number = int(version)
-    except ValueError:
-        raise InvalidArgumentError(f"model version must be a number, got '{version}'") from None
-    if number < 0:
-        return 0
-    return number

@@ -21,7 +21,6 @@ from trident.runtime.frontends.grpc.codec import (
     encode_infer_metadata,
     encode_stream_error,
     is_empty_final,
-    parse_model_version,
     wants_empty_final_response,
 )
 from trident.runtime.protocol import grpc_service_pb2 as gs
@@ -391,14 +390,6 @@ def test_input_parameters_pass_through() -> None:
     msg = _raw_request([1], "FP32", b"\x00" * 4)
     msg.inputs[0].parameters["note"].string_param = "hi"
     assert decode_infer_request(msg).inputs[0].parameters == {"note": "hi"}
-
-
-def test_model_version_parsing() -> None:
-    assert parse_model_version("") == 0
-    assert parse_model_version("12") == 12
-    assert parse_model_version("-1") == 0
-    with pytest.raises(InvalidArgumentError, match="version string 'latest'"):
-        parse_model_version("latest")
 
 
 # ------------------------------------------------------------------------------- responses

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from trident.runtime.core.model_versions import parse_model_version
 from trident.runtime.errors import InternalError, InvalidArgumentError
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.types import (
@@ -226,20 +227,6 @@ def _split_tensor_parameters(
 # -------------------------------------------------------------------------------- requests
 
 
-def parse_model_version(version: str) -> int:
-    """ "" (or a negative number) lets the version policy choose: 0. Otherwise a number."""
-    if not version:
-        return 0
-    try:
-        number = int(version)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"failed to get model version from specified version string '{version}', version "
-            "should be an integral value > 0"
-        ) from None
-    return max(number, 0)
-
-
 def _element_count(shape: tuple[int, ...], name: str) -> int:
     count = 1
     for dim in shape:
@@ -330,7 +317,7 @@ def decode_infer_request(
     version = msg.model_version
     request = InferenceRequest(
         model_name=model,
-        model_version=parse_model_version(version) if version else 0,
+        model_version=parse_model_version(version),
         id=msg.id,
     )
     if msg.parameters:

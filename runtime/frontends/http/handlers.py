@@ -22,6 +22,7 @@ from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.json_depth import DEFAULT_MAX_JSON_DEPTH
 from trident.runtime.core.model_config import message_to_dict
 from trident.runtime.core.model_overrides import LoadRequestLimits
+from trident.runtime.core.model_versions import parse_model_version
 from trident.runtime.errors import (
     InvalidArgumentError,
     TridentError,
@@ -206,7 +207,7 @@ class HttpHandlers:
             trace.stamp("HTTP_RECV_START")
         body = await self.read_body(request)
         header_length = self.header_length(request, len(body))
-        model_version = int(version) if version else 0
+        model_version = parse_model_version(version)
         if header_length == 0:
             config = self.dataplane.model_config(model, version)
             infer_request, encoding = codec.decode_raw_request(model, model_version, body, config)
@@ -256,7 +257,7 @@ class HttpHandlers:
         body = await self.read_body(request)
         metadata = self.dataplane.model_metadata(model, version)
         infer_request = generate_codec.decode_generate_request(
-            model, int(version) if version else 0, body, metadata, self.max_json_depth
+            model, parse_model_version(version), body, metadata, self.max_json_depth
         )
         if streaming:
             return await self._stream(
