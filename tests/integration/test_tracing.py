@@ -170,3 +170,23 @@ def test_tracing_off_writes_nothing(repository, tmp_path):
         ]
         client.close()
     assert not list(tmp_path.glob("trace.json*"))
+
+
+def test_grpc_stream_requests_are_traced(repository, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    with _traced_server(repository, trace_file) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        results: list = []
+        client.start_stream(callback=lambda result, error: results.append((result, error)))
+        tensor = grpcclient.InferInput("INPUT0", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
+        for index in range(2):
+            client.async_stream_infer("echo_fp32", [tensor], request_id=f"s{index}")
+        client.stop_stream()  # waits for the responses
+        client.close()
+        assert [error for _, error in results] == [None, None]
+    traces = _traces(trace_file)
+    assert sorted(t["request_id"] for t in traces.values()) == ["s0", "s1"]
+    for trace in traces.values():
+        assert set(trace["timestamps"]) == set(GRPC_STAGES)
+        assert _in_order(trace, GRPC_STAGES)

@@ -11,14 +11,16 @@ the first error ends the stream with its status code.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
 from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.errors import TridentError
+from trident.runtime.observability.tracing import begin_trace, send_traced
 from trident.runtime.protocol import grpc_service_pb2 as gs
-from trident.runtime.types import InferenceRequest
+from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from .codec import decode_infer_request, encode_stream_error, is_empty_final
 from .codec import wants_empty_final_response as _wants_empty_final
@@ -35,6 +37,8 @@ class InferStream:
 
     def __init__(self, dataplane: DataPlane, close_on_error: bool) -> None:
         self._dataplane = dataplane
+        #: Samples requests for the trace file (observability/tracing.py).
+        self._tracer = dataplane.trace_settings.tracer
         self._close_on_error = close_on_error
         self._outbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -88,7 +92,12 @@ class InferStream:
         request: InferenceRequest | None = None
         try:
             try:
+                traced_from = time.monotonic_ns() if self._tracer.enabled else 0
                 request = decode_infer_request(msg, raw)
+                if traced_from:
+                    request.trace = begin_trace(
+                        self._tracer, request.model_name, "GRPC_WAITREAD", traced_from
+                    )
                 decoupled = self._dataplane.is_decoupled(request.model_name, msg.model_version)
             except TridentError as exc:
                 await self._run_ordered(None, exc, msg.id)
@@ -119,7 +128,10 @@ class InferStream:
             if request is not None:
                 try:
                     response = await self._dataplane.infer(request)
-                    item = write_stream_response(response, True)
+                    if request.trace is None:
+                        item = write_stream_response(response, True)
+                    else:
+                        item = send_traced(request.trace, "GRPC", _final_response, response)
                 except TridentError as exc:
                     error = exc
             if previous is not None:
@@ -153,3 +165,10 @@ class InferStream:
                     self._outbox.put_nowait(write_stream_response(response, response.final))
         except TridentError as exc:
             self._send_error(exc, encode_stream_error(exc.message, request.id).SerializeToString())
+        finally:
+            if request.trace is not None:  # its responses are written: no send stages
+                request.trace.finish()
+
+
+def _final_response(response: InferenceResponse) -> bytes:
+    return write_stream_response(response, True)
