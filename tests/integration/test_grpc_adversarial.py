@@ -13,6 +13,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -541,6 +542,38 @@ def test_a_message_streamed_on_without_end_stream_is_stopped(server):
     client.close()
 
 
+def test_incomplete_messages_on_many_streams_are_bounded_per_connection(server):
+    native = native_server(server)
+    limits = native.limits
+    on_loop(
+        server, lambda: setattr(native, "limits", replace(limits, max_held_request_bytes=4 << 20))
+    )
+    try:
+        client = RawClient(server.grpc_url)
+        prefix = b"\x00" + (2 << 20).to_bytes(4, "big")  # 2 MiB messages: under the limit
+        streams = [client.new_stream() for _ in range(8)]
+        for stream_id in streams:  # half of each message, never the rest
+            client.send(client.headers_frame(stream_id, INFER), DataFrame(stream_id, prefix))
+            for _ in range(64):
+                client.send(DataFrame(stream_id, b"\x00" * 16384))
+        # Four half messages (and their prefixes) pass the connection's 4 MiB: the call whose
+        # data does so ends, the others keep what they hold.
+        answer = client.answer(streams[3])
+        assert status(answer) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "more request data than this connection may hold" in answer["grpc-message"]
+
+        def held() -> int:
+            (connection,) = native._connections
+            return int(connection.held_request_bytes)
+
+        assert on_loop(server, held) <= 4 << 20
+        assert status(client.call(LIVE, framed(b""))) == grpc.StatusCode.OK
+        client.close()
+        assert wait_until(lambda: connection_count(server) == 0)
+    finally:
+        on_loop(server, lambda: setattr(native, "limits", limits))
+
+
 def test_sixteen_mib_of_zero_bytes_do_not_stall_the_server(server):
     client = RawClient(server.grpc_url)
     client.send(WindowUpdateFrame(0, window_increment=1 << 26))
@@ -569,6 +602,12 @@ def test_one_streams_bad_input_fails_that_stream_and_the_connection_goes_on(serv
     assert status(not_utf8) == grpc.StatusCode.OK
     assert status(client.call(INFER, framed(ident_request()))) == grpc.StatusCode.OK
     assert not client.closed
+
+    def held() -> int:
+        (connection,) = native_server(server)._connections
+        return int(connection.held_request_bytes)
+
+    assert on_loop(server, held) == 0  # every call gave back what it counted
     client.close()
 
 

@@ -140,6 +140,9 @@ class Http2Connection(asyncio.Protocol):
         )
         #: Control replies queued since the transport's buffer was last seen empty.
         self._owed = 0
+        #: Request bytes the stream handlers hold (kept by them, against
+        #: `limits.max_held_request_bytes`).
+        self.held_request_bytes = 0
         self._failed = False
         self.going_away = False
         self.closed = False

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from trident.runtime.settings import ServerSettings
 
 
+#: The default of `Http2Limits.max_held_request_bytes`.
+HELD_REQUEST_BYTES = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Http2Limits:
     """The limits of one HTTP/2 connection (and of the gRPC calls on it)."""
@@ -39,6 +43,10 @@ class Http2Limits:
     #: client's flow-control window) above which the server stops reading from the connection
     #: (or refuses new streams, while the client's windows hold the data back).
     max_write_buffer_size: int = 4 * 1024 * 1024
+    #: Request bytes one connection's calls may hold while their messages are incomplete (or
+    #: complete but waiting for END_STREAM), all streams together. The call whose data passes
+    #: it ends with RESOURCE_EXHAUSTED. At least twice the message limit.
+    max_held_request_bytes: int = 256 * 1024 * 1024  # = HELD_REQUEST_BYTES
 
     def __post_init__(self) -> None:
         for name in (
@@ -48,6 +56,7 @@ class Http2Limits:
             "max_resets_per_second",
             "max_pending_control_frames",
             "max_write_buffer_size",
+            "max_held_request_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -64,6 +73,9 @@ class Http2Limits:
             max_resets_per_second=settings.grpc_max_resets_per_second,
             max_pending_control_frames=settings.grpc_max_pending_control_frames,
             max_write_buffer_size=settings.grpc_max_write_buffer_size,
+            max_held_request_bytes=max(
+                HELD_REQUEST_BYTES, 2 * settings.grpc_max_receive_message_size
+            ),
         )
 
 

@@ -23,6 +23,7 @@ from .messages import (
     CompressedMessage,
     MessageError,
     MessageReader,
+    MessageTooLarge,
     frame_message,
     metadata_value,
     status_headers,
@@ -117,6 +118,8 @@ class ServerCall:
         )
         #: A unary call's request message, once complete.
         self._message: bytes | memoryview | CompressedMessage | None = None
+        #: What this call counts in the connection's `held_request_bytes`.
+        self._held = 0
         self._requests: RequestQueue | None = None
         self._task: asyncio.Task[None] | None = None
         self._deadline: float | None = None
@@ -143,26 +146,49 @@ class ServerCall:
     def data_received(self, data: bytes) -> None:
         if self.finished:
             return
+        reader = self._reader
         try:
-            messages = self._reader.feed(data)  # sizes checked before anything is kept
+            messages = reader.feed(data)  # sizes checked before anything is kept
         except MessageError as exc:
             self._fail(exc)
             return
-        if not messages:
-            return
-        if self._requests is not None:
-            for message in messages:
-                self._requests.push(message)
-        elif self._message is None and len(messages) == 1:
-            self._message = messages[0]
-        else:
-            self.finish(
-                grpc.StatusCode.INTERNAL, "a unary call needs exactly one request message, got 2"
+        if messages:
+            if self._requests is not None:
+                for message in messages:
+                    self._requests.push(message)
+            elif self._message is None and len(messages) == 1:
+                self._message = messages[0]
+            else:
+                self.finish(
+                    grpc.StatusCode.INTERNAL,
+                    "a unary call needs exactly one request message, got 2",
+                )
+                return
+        unary = self._message
+        held = reader.held
+        if unary is not None:
+            held += len(unary.data if isinstance(unary, CompressedMessage) else unary)
+        if held != self._held:
+            self._hold(held)
+
+    def _hold(self, held: int) -> None:
+        """Count what this call holds against the connection's budget for requests."""
+        connection = self._connection
+        connection.held_request_bytes += held - self._held
+        self._held = held
+        if connection.held_request_bytes > connection.limits.max_held_request_bytes:
+            self._fail(
+                MessageTooLarge(
+                    "Received more request data than this connection may hold "
+                    f"({connection.limits.max_held_request_bytes} bytes across its calls)"
+                )
             )
 
     def end_received(self) -> None:
         if self.finished:
             return
+        if self._held:
+            self._release()
         if self._reader.incomplete:
             self.finish(grpc.StatusCode.INTERNAL, "the request stream ended inside a message")
             self._cancel_task()
@@ -189,10 +215,16 @@ class ServerCall:
         self.finish(error.code, str(error))
         self._cancel_task()
 
+    def _release(self) -> None:
+        self._connection.held_request_bytes -= self._held
+        self._held = 0
+
     def reset_received(self) -> None:
         """The client cancelled the call (or went away): stop it, send nothing."""
         self.finished = True
         self._message = None
+        if self._held:
+            self._release()
         self._stop_deadline()
         if self._requests is not None:
             self._requests.end()
@@ -293,6 +325,8 @@ class ServerCall:
         if self.finished:
             return
         self.finished = True
+        if self._held:
+            self._release()
         self._stop_deadline()
         connection = self._connection
         if code == grpc.StatusCode.OK and not details:

@@ -163,6 +163,11 @@ class MessageReader:
         """Whether part of a message is still waiting."""
         return bool(self._chunks)
 
+    @property
+    def held(self) -> int:
+        """Bytes of an incomplete message kept."""
+        return self._held
+
 
 def parse_timeout(value: str) -> float | None:
     """grpc-timeout ("100m", "5S", ...) in seconds, None for a deadline too far to matter;
