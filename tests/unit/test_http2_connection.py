@@ -620,3 +620,25 @@ def test_an_unexpected_error_while_reading_ends_the_connection_once_with_interna
     assert _goaway(transport).error_code == frames.INTERNAL_ERROR
     server.data_received(b"\x00" * 100)  # ignored: no second error, no traceback loop
     assert sum("unexpected error" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_limits_come_from_the_settings():
+    from trident.runtime.settings import ServerSettings
+
+    settings = ServerSettings(
+        grpc_max_receive_message_size=512 << 20,
+        grpc_max_concurrent_streams=9,
+        grpc_max_header_list_size=3000,
+        grpc_max_resets_per_second=7,
+        grpc_max_pending_control_frames=11,
+        grpc_max_write_buffer_size=12345,
+    )
+    limits = Http2Limits.from_settings(settings)
+    assert limits.max_receive_message_size == 512 << 20
+    assert limits.max_concurrent_streams == 9
+    assert limits.max_header_list_size == 3000
+    assert limits.max_resets_per_second == 7
+    assert limits.max_pending_control_frames == 11
+    assert limits.max_write_buffer_size == 12345
+    assert limits.max_held_request_bytes == 1024 << 20  # twice the message limit
+    assert Http2Limits.from_settings(ServerSettings()) == Http2Limits()
