@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -214,3 +215,51 @@ def test_a_folder_with_an_invalid_name_is_reported_not_served(sandbox: Path) -> 
         assert "not served" in index["bad\\name"].reason
         assert "single path component" in index["bad\\name"].reason
         assert client.is_server_live()
+
+
+LOADER_MODEL_PY = """
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+CONFIG = json.dumps({config})
+FILES = {{"file:1/model.py": {model!r}}}
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        outcomes = []
+        for name in ("child", "../escape", "..", "a/b"):
+            try:
+                pb_utils.load_model(name, config=CONFIG, files=FILES)
+                outcomes.append("loaded")
+            except pb_utils.TritonModelException as exc:
+                outcomes.append(str(exc))
+        out = pb_utils.Tensor("OUTPUT0", np.array(outcomes, dtype=object))
+        return [pb_utils.InferenceResponse(output_tensors=[out]) for _ in requests]
+"""
+
+
+def test_a_python_model_loading_models_is_held_to_the_same_rules(sandbox: Path) -> None:
+    repo = sandbox / "repo"
+    source = LOADER_MODEL_PY.format(config=CONFIG, model=IDENTITY_MODEL_PY.encode())
+    write_model(
+        repo,
+        "loader",
+        source,
+        identity_config("loader", datatype="TYPE_STRING", dims="[ -1 ]"),
+    )
+    before = _files(sandbox)
+    with running_server(repo, model_control_mode="explicit", startup_models=["loader"]) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("INPUT0", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([b"go"], dtype=object))
+        outcomes = [o.decode() for o in client.infer("loader", [tensor]).as_numpy("OUTPUT0")]
+        assert outcomes[0] == "loaded" and client.is_model_ready("child")
+        assert all("invalid model name" in outcome for outcome in outcomes[1:]), outcomes
+        assert len(_override_folders(sandbox)) == 1  # the child's, until it is unloaded
+        client.unload_model("child")
+        assert _override_folders(sandbox) == []
+    assert {p for p in _files(sandbox) if "loader" not in p.parts} == {
+        p for p in before if "loader" not in p.parts
+    }
