@@ -114,6 +114,40 @@ def test_a_failing_execution_is_counted_as_triton_counts_it(client, model):
     assert after["last_inference"] and int(after["last_inference"]) > 0
 
 
+def _metric(text: str, family: str, labels: str) -> float:
+    prefix = f"{family}{{{labels}"
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {prefix} in the metrics")
+
+
+def test_a_failing_execution_shows_in_the_metrics(server):
+    def scrape() -> str:
+        host, port = server.metrics_url.rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            connection.request("GET", "/metrics")
+            return connection.getresponse().read().decode()
+        finally:
+            connection.close()
+
+    labels = 'model="raises",'
+    before = scrape()
+    client = httpclient.InferenceServerClient(server.http_url)
+    tensor = httpclient.InferInput("INPUT0", [2, 2], "FP32")
+    tensor.set_data_from_numpy(np.zeros((2, 2), np.float32))
+    with pytest.raises(InferenceServerException):
+        client.infer("raises", [tensor])
+    client.close()
+    after = scrape()
+    for family, grew in (("nv_inference_exec_count", 1), ("nv_inference_count", 2)):
+        assert _metric(after, family, labels) == _metric(before, family, labels) + grew
+    failures = "nv_inference_request_failure"
+    backend = 'model="raises",reason="BACKEND"'
+    assert _metric(after, failures, backend) == _metric(before, failures, backend) + 1
+
+
 def _export_batch64(repository: Path) -> None:
     """A torch.export program whose batch dimension declares max=64 (and no config.pbtxt)."""
     torch = pytest.importorskip("torch")
