@@ -137,7 +137,7 @@ def classify(model: str, message: str) -> ErrorKind:
         return ErrorKind.CONNECTION
     if model == "raises" and "raised on purpose" in message:
         return ErrorKind.RAISED
-    if model == "exits":
+    if model == "exits" and "exit" in lowered:
         return ErrorKind.EXITED
     if "not found" in lowered or "not at ready" in lowered or "no available versions" in lowered:
         return ErrorKind.NOT_READY
