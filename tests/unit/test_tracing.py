@@ -161,3 +161,16 @@ def test_an_unfinished_trace_is_written_when_the_server_stops(tmp_path):
 )
 def test_tensor_values_print_as_triton_streams_them(datatype, values, text):
     assert tensor_text(Tensor("t", datatype, values.shape, values)) == text
+
+
+def test_the_command_line_checks_each_trace_config_value(capsys):
+    from trident.runtime.cli import build_parser, settings_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["serve", "--trace-config", "triton,file=/tmp/t.json", "--trace-config=rate=1"]
+    )
+    assert settings_from_args(args).trace_config == ["triton,file=/tmp/t.json", "rate=1"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--trace-config", "rate=often"])
+    assert "'rate' must be an integer" in capsys.readouterr().err
