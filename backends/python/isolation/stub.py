@@ -141,6 +141,10 @@ class Stub:
         self.open_lock = threading.Lock()
         self.calls: dict[int, Any] = {}
         self.call_ids = itertools.count(1)
+        #: Held by whoever reads the socket: the main thread, until the reader thread starts.
+        self.read_lock = threading.Lock()
+        self.reader_lock = threading.Lock()
+        self.reader_started = False
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, name="model-loop", daemon=True).start()
         self.instance: Any = None
@@ -173,9 +177,23 @@ class Stub:
 
     # ----------------------------------------------------------------------------- reading
 
+    def start_reader(self) -> None:
+        """From the first BLS call on, a thread of its own reads the channel: the main thread
+        may then block inside `execute` waiting for a BLS response that someone must read."""
+        with self.reader_lock:
+            if self.reader_started:
+                return
+            self.reader_started = True
+        threading.Thread(target=self.read_forever, name="channel-reader", daemon=True).start()
+
     def read_forever(self) -> None:
-        """The reader thread: decodes every frame in arrival order (ring blocks are opened in
-        the order they were written) and hands work to the main thread or the loop."""
+        """The reader thread: holds the read lock for good, decodes every frame in arrival
+        order (ring blocks are opened in the order they were written) and hands batches to the
+        main thread."""
+        with self.read_lock:
+            self._read_until_closed()
+
+    def _read_until_closed(self) -> None:
         try:
             while True:
                 frame = read_frame(self.channel.sock)
@@ -226,12 +244,39 @@ class Stub:
     # ----------------------------------------------------------------------------- executing
 
     def serve(self) -> None:
-        """The main thread: run batches as they come, until FINALIZE."""
+        """The main thread: read frames and run batches itself (one thread, no hand-off per
+        request) until a BLS call starts the reader thread; then run the batches it queues.
+        Runs until FINALIZE."""
+        while not self.reader_started:
+            with self.read_lock:  # decode under the lock: frames are decoded in order
+                if self.reader_started:
+                    break
+                try:
+                    frame = read_frame(self.channel.sock)
+                except OSError:
+                    frame = None
+                if frame is None:
+                    os._exit(0)  # the server went away
+                self.dispatch(*frame)
+            self._run_queued()
         while True:
             batch_id, requests = self.jobs.get()
             if batch_id < 0:
                 self.finalize()
                 return
+            self.execute(batch_id, requests)
+
+    def _run_queued(self) -> None:
+        while True:
+            try:
+                batch_id, requests = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            if batch_id < 0:
+                self.finalize()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(0)
             self.execute(batch_id, requests)
 
     def execute(self, batch_id: int, requests: list[RuntimeRequest]) -> None:
@@ -267,6 +312,7 @@ class Stub:
 
     async def remote_infer(self, request: RuntimeRequest) -> RuntimeResponse:
         """The InstanceContext's `infer`: the server runs the request and sends the response."""
+        self.start_reader()
         call_id = next(self.call_ids)
         future: asyncio.Future[list[RuntimeResponse] | None] = self.loop.create_future()
         self.calls[call_id] = future
@@ -287,6 +333,7 @@ class Stub:
 
     async def remote_stream(self, request: RuntimeRequest) -> AsyncIterator[RuntimeResponse]:
         """The InstanceContext's `stream_infer`: responses as the server relays them."""
+        self.start_reader()
         call_id = next(self.call_ids)
         arrived: asyncio.Queue[list[RuntimeResponse] | None] = asyncio.Queue()
         self.calls[call_id] = arrived
@@ -370,7 +417,6 @@ def main(argv: list[str]) -> None:
     except BaseException as exc:
         stub.channel.send(Kind.LOAD_FAILED, 0, _load_error(exc).encode())
         os._exit(0)
-    threading.Thread(target=stub.read_forever, name="channel-reader", daemon=True).start()
     stub.channel.send(Kind.READY, 0, json.dumps(facts).encode())
     try:
         stub.serve()
