@@ -213,6 +213,7 @@ class RequestTrace:
         "level",
         "model_name",
         "model_version",
+        "parent_id",
         "request_id",
     )
 
@@ -225,10 +226,21 @@ class RequestTrace:
         #: Set by the core once it has routed the request.
         self.model_version = -1
         self.request_id = ""
+        #: The ensemble request's trace id, for the trace of one of its steps (else 0).
+        self.parent_id = 0
         self._sampler = sampler
-        #: Rendered records; None marks where the record naming the model goes.
-        self._events: list[str | None] = []
+        #: Rendered records; a trace marks where the record naming its model goes.
+        self._events: list[str | RequestTrace] = []
         self._done = False
+
+    def child(self, model_name: str) -> RequestTrace:
+        """The trace of an ensemble step's request: its own id, `parent_id` this trace's,
+        written with this trace (as Triton writes an ensemble's traces, in one group)."""
+        child = RequestTrace(next(_trace_ids), self.level, model_name, self._sampler)
+        child.parent_id = self.id
+        child._events = self._events
+        child._done = True  # the parent writes the records
+        return child
 
     def stamp(self, name: str, ns: int = 0) -> None:
         """Record that stage `name` happened at `ns` (steady clock; now when 0)."""
@@ -242,7 +254,7 @@ class RequestTrace:
         """REQUEST_START, preceded by the record naming the model (as Triton writes it)."""
         if self.level & TraceLevel.TIMESTAMPS:
             self.request_id = request_id
-            self._events.append(None)
+            self._events.append(self)
             self.stamp("REQUEST_START", ns)
 
     def queued(self, model_version: int, inputs: list[Tensor]) -> None:
@@ -299,7 +311,7 @@ class RequestTrace:
         if self._done:
             return
         self._done = True
-        text = ",".join(e if e is not None else self._header() for e in self._events)
+        text = ",".join(e if isinstance(e, str) else e._header() for e in self._events)
         self._sampler.collect(self, text)
 
     def _header(self) -> str:
@@ -311,6 +323,8 @@ class RequestTrace:
         )
         if self.request_id:
             header += f',"request_id":{json.dumps(self.request_id)}'
+        if self.parent_id:
+            header += f',"parent_id":{self.parent_id}'
         return header + "}"
 
     def __del__(self) -> None:

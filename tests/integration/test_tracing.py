@@ -39,7 +39,7 @@ GRPC_STAGES = [
 @pytest.fixture
 def repository(tmp_path):
     repository = tmp_path / "models"
-    for name in ("echo_fp32", "raises"):
+    for name in ("echo_fp32", "echo_twice", "raises"):
         shutil.copytree(MODELS / name, repository / name)
     return repository
 
@@ -190,3 +190,38 @@ def test_grpc_stream_requests_are_traced(repository, tmp_path):
     for trace in traces.values():
         assert set(trace["timestamps"]) == set(GRPC_STAGES)
         assert _in_order(trace, GRPC_STAGES)
+
+
+def test_an_ensemble_is_traced_with_its_steps_as_children(repository, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    with _traced_server(repository, trace_file) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        tensor = grpcclient.InferInput("IN", [1, 2], "FP32")
+        tensor.set_data_from_numpy(np.array([[1.0, 2.0]], dtype=np.float32))
+        client.infer("echo_twice", [tensor])
+        client.close()
+    records = json.loads(trace_file.read_text())
+    parents = {r["id"]: r.get("parent_id") for r in records if "model_name" in r}
+    traces = _traces(trace_file)
+    (root,) = [i for i, parent in parents.items() if parent is None]
+    steps = [i for i, parent in parents.items() if parent == root]
+    assert traces[root]["model_name"] == "echo_twice" and len(steps) == 2
+    # The ensemble has no compute of its own (as in Triton); each step has all of its stages.
+    assert "COMPUTE_START" not in traces[root]["timestamps"]
+    assert set(traces[root]["timestamps"]) == {
+        "GRPC_WAITREAD_START",
+        "GRPC_WAITREAD_END",
+        "REQUEST_START",
+        "QUEUE_START",
+        "REQUEST_END",
+        "GRPC_SEND_START",
+        "GRPC_SEND_END",
+    }
+    for step in steps:
+        assert traces[step]["model_name"] == "echo_fp32"
+        assert set(traces[step]["timestamps"]) == set(CORE_STAGES)
+        assert _in_order(traces[step], CORE_STAGES)
+        assert (
+            traces[root]["timestamps"]["QUEUE_START"]
+            <= (traces[step]["timestamps"]["REQUEST_START"])
+        )

@@ -501,6 +501,8 @@ class EnsembleScheduler(Scheduler):
             sequence_end=request.sequence_end,
             cancellation=request.cancellation,
         )
+        if request.trace is not None:  # the step is traced too, as a child of the ensemble's
+            sub_request.trace = request.trace.child(step.model_name)
         response = await self._infer(sub_request)
         produced = {tensor.name: tensor for tensor in response.outputs}
         batched = target is not None and target.max_batch_size > 0
