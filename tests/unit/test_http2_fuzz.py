@@ -194,7 +194,7 @@ def test_the_message_reader_raises_only_message_errors_and_holds_at_most_one_mes
         for chunk in chunks:
             for message in reader.feed(chunk):
                 assert len(message) <= limit
-            assert reader._held <= limit + 5 + 64  # one message, and the chunk it came with
+            assert reader.held <= limit + 5 + 64  # one message, and the chunk it came with
     except MessageError:
         pass
 

@@ -104,6 +104,8 @@ class Http2Connection(asyncio.Protocol):
         self._on_close = on_close
         self.limits = limits = limits or Http2Limits()
         self._max_unsent = limits.max_write_buffer_size
+        self._max_streams = limits.max_concurrent_streams
+        self._max_header_block = limits.max_header_list_size
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._needed = len(f.PREFACE)  # bytes the next step needs before it can parse
@@ -360,7 +362,8 @@ class Http2Connection(asyncio.Protocol):
             payload = _strip_padding(payload)
         if flags & f.FLAG_PRIORITY:
             payload = payload[5:]
-        self._check_header_block_size(len(payload))
+        if len(payload) > self._max_header_block:
+            self._header_block_too_large()
         if not flags & f.FLAG_END_HEADERS:
             self._partial_headers = _PartialHeaders(stream_id, flags, [payload], len(payload))
             return
@@ -371,18 +374,17 @@ class Http2Connection(asyncio.Protocol):
         if partial is None or partial.stream_id != stream_id:
             raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "unexpected CONTINUATION frame")
         partial.size += len(payload)
-        self._check_header_block_size(partial.size)  # before keeping the fragment
+        if partial.size > self._max_header_block:  # before keeping the fragment
+            self._header_block_too_large()
         partial.fragments.append(payload)
         if flags & f.FLAG_END_HEADERS:
             self._partial_headers = None
             self._on_header_block(stream_id, partial.flags, b"".join(partial.fragments))
 
-    def _check_header_block_size(self, size: int) -> None:
-        limit = self.limits.max_header_list_size
-        if size > limit:
-            raise f.Http2ProtocolError(
-                f.ENHANCE_YOUR_CALM, f"header block larger than {limit} bytes"
-            )
+    def _header_block_too_large(self) -> None:
+        raise f.Http2ProtocolError(
+            f.ENHANCE_YOUR_CALM, f"header block larger than {self._max_header_block} bytes"
+        )
 
     def _on_header_block(self, stream_id: int, flags: int, block: bytes) -> None:
         headers = self._decoder.decode(block)  # always: the decoder's table must stay in step
@@ -405,7 +407,7 @@ class Http2Connection(asyncio.Protocol):
         self._last_stream_id = stream_id
         if (
             self.going_away
-            or len(self.streams) >= self.limits.max_concurrent_streams
+            or len(self.streams) >= self._max_streams
             or self.pending_bytes > self._max_unsent  # the client is not taking its answers
         ):
             self._owe(f.rst_stream_frame(stream_id, f.REFUSED_STREAM))

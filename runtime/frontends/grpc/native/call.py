@@ -113,9 +113,8 @@ class ServerCall:
         self._stream = stream
         self._method = method
         self._headers = headers
-        self._reader = MessageReader(
-            encoding, server.limits.max_receive_message_size, inflate=False
-        )
+        # inflate=False: compressed messages are inflated off the event loop.
+        self._reader = MessageReader(encoding, server.limits.max_receive_message_size, False)
         #: A unary call's request message, once complete.
         self._message: bytes | memoryview | CompressedMessage | None = None
         #: What this call counts in the connection's `held_request_bytes`.
@@ -169,20 +168,17 @@ class ServerCall:
         if unary is not None:
             held += len(unary.data if isinstance(unary, CompressedMessage) else unary)
         if held != self._held:
-            self._hold(held)
-
-    def _hold(self, held: int) -> None:
-        """Count what this call holds against the connection's budget for requests."""
-        connection = self._connection
-        connection.held_request_bytes += held - self._held
-        self._held = held
-        if connection.held_request_bytes > connection.limits.max_held_request_bytes:
-            self._fail(
-                MessageTooLarge(
-                    "Received more request data than this connection may hold "
-                    f"({connection.limits.max_held_request_bytes} bytes across its calls)"
+            # Count what this call holds against the connection's budget for requests.
+            connection = self._connection
+            connection.held_request_bytes += held - self._held
+            self._held = held
+            if connection.held_request_bytes > connection.limits.max_held_request_bytes:
+                self._fail(
+                    MessageTooLarge(
+                        "Received more request data than this connection may hold "
+                        f"({connection.limits.max_held_request_bytes} bytes across its calls)"
+                    )
                 )
-            )
 
     def end_received(self) -> None:
         if self.finished:

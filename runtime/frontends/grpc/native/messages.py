@@ -102,13 +102,14 @@ class MessageReader:
     (a message streamed in many frames costs linear time). With `inflate=False` compressed
     messages come out as `CompressedMessage`s for the caller to inflate where it likes."""
 
-    __slots__ = ("_chunks", "_encoding", "_held", "_inflate", "_limit", "_needed")
+    __slots__ = ("_chunks", "_encoding", "_inflate", "_limit", "_needed", "held")
 
     def __init__(
         self, encoding: str, limit: int = DEFAULT_MESSAGE_LIMIT, inflate: bool = True
     ) -> None:
         self._chunks: list[bytes] = []
-        self._held = 0  # bytes in _chunks
+        #: Bytes of an incomplete message kept.
+        self.held = 0
         self._needed = 5  # bytes that must be held before parsing can go on
         self._encoding = encoding
         self._limit = limit
@@ -117,13 +118,13 @@ class MessageReader:
     def feed(self, data: bytes) -> list[bytes | memoryview | CompressedMessage]:
         """The messages completed by `data`."""
         if self._chunks:
-            self._held += len(data)
+            self.held += len(data)
             self._chunks.append(data)
-            if self._held < self._needed:
+            if self.held < self._needed:
                 return []
             data = b"".join(self._chunks)
             self._chunks = []
-            self._held = 0
+            self.held = 0
         messages: list[bytes | memoryview | CompressedMessage] = []
         view = memoryview(data)
         pos = 0
@@ -155,18 +156,13 @@ class MessageReader:
             self._needed = 5
         if pos < end:
             self._chunks.append(data[pos:] if pos else data)
-            self._held = end - pos
+            self.held = end - pos
         return messages
 
     @property
     def incomplete(self) -> bool:
         """Whether part of a message is still waiting."""
         return bool(self._chunks)
-
-    @property
-    def held(self) -> int:
-        """Bytes of an incomplete message kept."""
-        return self._held
 
 
 def parse_timeout(value: str) -> float | None:
