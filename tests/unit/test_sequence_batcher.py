@@ -19,7 +19,7 @@ from trident.runtime.core.scheduling.sequence_batcher import SequenceBatcher, St
 from trident.runtime.core.scheduling.sequence_config import SequenceSettings
 from trident.runtime.core.scheduling.sequence_planner import SequencePlanner
 from trident.runtime.core.stats import ModelStats
-from trident.runtime.errors import InvalidArgumentError, ModelLoadError
+from trident.runtime.errors import InvalidArgumentError, ModelExecutionError, ModelLoadError
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 MS = 1_000_000  # ns
@@ -663,3 +663,25 @@ def test_live_resize_waits_for_the_sequences_of_a_removed_instance():
     assert waited
     assert last == 3.0  # sequence 1 kept its sum on its own instance
     assert removed_first
+
+
+class Raising(ModelInstance):
+    def execute(self, requests, timing):
+        raise RuntimeError("broken model")
+
+
+def test_an_execution_that_raises_is_still_counted():
+    async def scenario():
+        scheduler, workers, stats = _live(CONTROLS, Raising())
+        response = await _submit(scheduler, request(7, 1.0, start=True)).result()
+        assert isinstance(response.error, ModelExecutionError)
+        assert "broken model" in str(response.error)
+        await scheduler.stop()
+        workers[0].close()
+        return stats
+
+    stats = asyncio.run(scenario())
+    # As in Triton: an execution of one inference, and a failed request (never a success).
+    assert (stats.execution_count, stats.inference_count) == (1, 1)
+    assert stats.fail.count == 1 and stats.success.count == 0
+    assert stats.failures_by_reason["BACKEND"] == 1
