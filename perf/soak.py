@@ -118,7 +118,7 @@ def write_repository(root: Path, hang_seconds: float, exiting_model: bool) -> li
 
 
 class ErrorKind(enum.StrEnum):
-    TIMEOUT = "client timeout (hangs: expected)"
+    TIMEOUT = "client timeout (expected for hangs; exits while its process restarts)"
     RAISED = "model raised (raises: expected)"
     EXITED = "model process exited (exits: expected)"
     NOT_READY = "model not ready (during a load/unload cycle)"
