@@ -308,7 +308,7 @@ def test_shared_memory_parameter_types_are_checked() -> None:
     msg = gs.ModelInferRequest(model_name="m")
     tensor_msg = msg.inputs.add(name="IN", datatype="FP32", shape=[1])
     tensor_msg.parameters["shared_memory_region"].int64_param = 3
-    with pytest.raises(InvalidArgumentError, match="expected string_param"):
+    with pytest.raises(InvalidArgumentError, match="expected a string"):
         decode_infer_request(msg)
 
 
@@ -350,13 +350,13 @@ def test_string_sequence_id() -> None:
 @pytest.mark.parametrize(
     ("key", "member", "value", "message"),
     [
-        ("sequence_id", "bool_param", True, "expected int64_param or string_param"),
-        ("sequence_start", "int64_param", 1, "expected bool_param"),
-        ("priority", "string_param", "high", "expected int64_param or uint64_param"),
+        ("sequence_id", "bool_param", True, "expected an integer or a string"),
+        ("sequence_start", "int64_param", 1, "expected a boolean"),
+        ("priority", "string_param", "high", "expected an integer"),
         ("priority", "int64_param", -1, "expected value >= 0"),
-        ("timeout", "string_param", "1s", "expected int64_param"),
+        ("timeout", "string_param", "1s", "expected an integer"),
         ("triton_unknown", "bool_param", True, "reserved for Triton usage"),
-        ("triton_enable_empty_final_response", "int64_param", 1, "expected bool_param"),
+        ("triton_enable_empty_final_response", "int64_param", 1, "expected a boolean"),
     ],
 )
 def test_bad_reserved_parameters(key, member, value, message) -> None:

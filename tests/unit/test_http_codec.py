@@ -225,7 +225,7 @@ def test_unaligned_binary_inputs_are_copied_to_aligned_arrays():
         ([("A", "FP32", [1], 4)], b"x" * 4, False, "Inference-Header-Content-Length"),
         ([("A", "BYTES", [1], 8)], (9).to_bytes(4, "little") + b"abcd", True, "declares 9"),
         ([("A", "BYTES", [2], 5)], (1).to_bytes(4, "little") + b"a", True, "needs at least 8"),
-        ([("A", "FP32", [1], -4)], b"", True, "non-negative integer"),
+        ([("A", "FP32", [1], -4)], b"", True, "expected value >= 0"),
     ],
 )
 def test_binary_sizes_must_agree_with_header_and_shape(inputs, tail, header, message):

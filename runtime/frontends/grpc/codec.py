@@ -15,6 +15,12 @@ from typing import Any
 import numpy as np
 
 from trident.runtime.core.model_versions import parse_model_version
+from trident.runtime.core.parameters import (
+    apply_request_parameters,
+    check_shared_memory_size,
+    input_parameters,
+    requested_output,
+)
 from trident.runtime.errors import InternalError, InvalidArgumentError
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.types import (
@@ -22,7 +28,6 @@ from trident.runtime.types import (
     InferenceRequest,
     InferenceResponse,
     RequestedOutput,
-    SharedMemoryRef,
     Tensor,
     deserialize_bytes_tensor,
 )
@@ -34,11 +39,6 @@ ENABLE_EMPTY_FINAL = "triton_enable_empty_final_response"
 FINAL_RESPONSE = "triton_final_response"
 #: The `triton_` request parameters a client may send; any other `triton_` key is rejected.
 RESERVED_TRITON_PARAMETERS = (ENABLE_EMPTY_FINAL,)
-
-_SHM_REGION = "shared_memory_region"
-_SHM_OFFSET = "shared_memory_offset"
-_SHM_BYTE_SIZE = "shared_memory_byte_size"
-_SHM_KEYS = frozenset((_SHM_REGION, _SHM_OFFSET, _SHM_BYTE_SIZE))
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
@@ -80,14 +80,6 @@ _ModelStreamInferResponse = gs.ModelStreamInferResponse
 # -------------------------------------------------------------------------------- parameters
 
 
-def parameter_value(param: gs.InferParameter, key: str) -> bool | int | float | str:
-    """The Python value an InferParameter holds (whichever member of its oneof is set)."""
-    choice = param.WhichOneof("parameter_choice")
-    if choice is None:
-        raise InvalidArgumentError(f"parameter '{key}' has no value")
-    return getattr(param, choice)
-
-
 def set_parameter(target: gs.InferParameter, key: str, value: Any) -> None:
     """Store a Python value in an InferParameter, choosing the member by the value's type."""
     if isinstance(value, (bool, np.bool_)):
@@ -116,112 +108,14 @@ def set_parameters(target: Any, parameters: Mapping[str, Any]) -> None:
         set_parameter(target[key], key, value)
 
 
-def _bool_parameter(param: gs.InferParameter, key: str) -> bool:
-    if param.WhichOneof("parameter_choice") != "bool_param":
-        raise InvalidArgumentError(
-            f"invalid value type for '{key}' parameter, expected bool_param."
-        )
-    return param.bool_param
-
-
-def _apply_request_parameters(request: InferenceRequest, parameters: Any) -> None:
-    """Reserved keys become InferenceRequest fields; other keys go to `request.parameters`."""
+def plain_parameters(parameters: Mapping[str, gs.InferParameter]) -> dict[str, object]:
+    """A protobuf map of InferParameter as plain Python values, for core/parameters.py's
+    rules: each the value of the member that is set, None when none is."""
+    plain: dict[str, object] = {}
     for key, param in parameters.items():
         choice = param.WhichOneof("parameter_choice")
-        if key == "sequence_id":
-            if choice == "string_param":
-                request.sequence_id = param.string_param
-            elif choice in ("int64_param", "uint64_param"):
-                request.sequence_id = getattr(param, choice)
-            else:
-                raise InvalidArgumentError(
-                    "invalid value type for 'sequence_id' parameter, expected int64_param or "
-                    "string_param."
-                )
-        elif key == "sequence_start":
-            request.sequence_start = _bool_parameter(param, key)
-        elif key == "sequence_end":
-            request.sequence_end = _bool_parameter(param, key)
-        elif key == "priority":
-            if choice not in ("int64_param", "uint64_param"):
-                raise InvalidArgumentError(
-                    "invalid value type for 'priority' parameter, expected int64_param or "
-                    "uint64_param."
-                )
-            priority = getattr(param, choice)
-            if priority < 0:
-                raise InvalidArgumentError("invalid value for 'priority', expected value >= 0.")
-            request.priority = priority
-        elif key == "timeout":
-            if choice != "int64_param":
-                raise InvalidArgumentError(
-                    "invalid value type for 'timeout' parameter, expected int64_param."
-                )
-            if param.int64_param < 0:
-                raise InvalidArgumentError("invalid value for 'timeout', expected value >= 0.")
-            request.timeout_us = param.int64_param
-        elif key.startswith("triton_"):
-            if key not in RESERVED_TRITON_PARAMETERS:
-                raise InvalidArgumentError(
-                    "parameter keys starting with 'triton_' are reserved for Triton usage. Only "
-                    "the following keys starting with 'triton_' are allowed: "
-                    + " ".join(RESERVED_TRITON_PARAMETERS)
-                )
-            _bool_parameter(param, key)  # read by the stream handler; never reaches the model
-        else:
-            if choice is None:
-                raise InvalidArgumentError(f"parameter '{key}' has no value")
-            request.parameters[key] = getattr(param, choice)
-
-
-def _split_tensor_parameters(
-    parameters: Any, tensor_kind: str, tensor_name: str
-) -> tuple[SharedMemoryRef | None, dict[str, Any]]:
-    """Shared-memory parameters -> SharedMemoryRef; the others -> a dict of Python values."""
-    region = ""
-    offset = 0
-    byte_size: int | None = None
-    others: dict[str, Any] = {}
-    for key, param in parameters.items():
-        if key not in _SHM_KEYS:
-            others[key] = parameter_value(param, key)
-            continue
-        choice = param.WhichOneof("parameter_choice")
-        if key == _SHM_REGION:
-            if choice != "string_param":
-                raise InvalidArgumentError(
-                    f"invalid value type for '{key}' of {tensor_kind} '{tensor_name}', "
-                    "expected string_param."
-                )
-            region = param.string_param
-        else:
-            if choice not in ("int64_param", "uint64_param"):
-                raise InvalidArgumentError(
-                    f"invalid value type for '{key}' of {tensor_kind} '{tensor_name}', "
-                    "expected int64_param."
-                )
-            value = getattr(param, choice)
-            if value < 0:
-                raise InvalidArgumentError(
-                    f"'{key}' of {tensor_kind} '{tensor_name}' must not be negative"
-                )
-            if key == _SHM_OFFSET:
-                offset = value
-            else:
-                byte_size = value
-    if not region:
-        if byte_size is not None or offset:
-            raise InvalidArgumentError(
-                f"{tensor_kind} '{tensor_name}' gives a shared-memory offset or byte size but "
-                f"no '{_SHM_REGION}'"
-            )
-        return None, others
-    if byte_size is None:
-        raise InvalidArgumentError(
-            f"{tensor_kind} '{tensor_name}' names shared-memory region '{region}' but no "
-            f"'{_SHM_BYTE_SIZE}'"
-        )
-    return SharedMemoryRef(region, byte_size, offset), others
+        plain[key] = None if choice is None else getattr(param, choice)
+    return plain
 
 
 # -------------------------------------------------------------------------------- requests
@@ -321,7 +215,9 @@ def decode_infer_request(
         id=msg.id,
     )
     if msg.parameters:
-        _apply_request_parameters(request, msg.parameters)
+        apply_request_parameters(
+            request, plain_parameters(msg.parameters), RESERVED_TRITON_PARAMETERS
+        )
 
     if raw is None:
         raw = msg.raw_input_contents
@@ -341,14 +237,19 @@ def decode_infer_request(
         tensor = Tensor(name, datatype, shape)
         inputs.append(tensor)
         if tensor_msg.parameters:
-            ref, tensor.parameters = _split_tensor_parameters(tensor_msg.parameters, "input", name)
+            # binary_data_size is HTTP's: gRPC bytes come in raw_input_contents.
+            _, ref, tensor.parameters = input_parameters(
+                name, plain_parameters(tensor_msg.parameters)
+            )
             if ref is not None:
                 if tensor_msg.HasField("contents"):
                     raise InvalidArgumentError(
                         "unexpected 'content' provided when using shared memory for input "
                         f"tensor '{name}' for model '{model}'"
                     )
-                _check_shared_memory_size(tensor, ref, count, dtype)
+                check_shared_memory_size(
+                    name, datatype, shape, count, dtype.itemsize, ref.byte_size
+                )
                 tensor.shared_memory = ref
                 continue
         if tensor_msg.HasField("contents"):
@@ -372,43 +273,12 @@ def decode_infer_request(
         )
 
     for output_msg in msg.outputs:
-        requested = RequestedOutput(output_msg.name)
         if output_msg.parameters:
-            ref, parameters = _split_tensor_parameters(
-                output_msg.parameters, "output", output_msg.name
-            )
-            requested.shared_memory = ref
-            classification = parameters.pop("classification", 0)
-            if isinstance(classification, bool) or not isinstance(classification, int):
-                raise InvalidArgumentError(
-                    f"'classification' of output '{output_msg.name}' must be an integer"
-                )
-            if classification < 0:
-                raise InvalidArgumentError(
-                    f"'classification' of output '{output_msg.name}' must not be negative"
-                )
-            requested.classification = classification
-            requested.parameters = parameters
+            requested = requested_output(output_msg.name, plain_parameters(output_msg.parameters))
+        else:
+            requested = RequestedOutput(output_msg.name)
         request.outputs.append(requested)
     return request
-
-
-def _check_shared_memory_size(
-    tensor: Tensor, ref: SharedMemoryRef, count: int, dtype: np.dtype
-) -> None:
-    """Refuse a declared shape that the region's byte size cannot hold, before the core reads
-    (and allocates) anything."""
-    if tensor.datatype == "BYTES":
-        if count * 4 > ref.byte_size:
-            raise InvalidArgumentError(
-                f"input '{tensor.name}' has shape {list(tensor.shape)} ({count} BYTES elements) "
-                f"but shared_memory_byte_size is only {ref.byte_size}"
-            )
-    elif count * dtype.itemsize != ref.byte_size:
-        raise InvalidArgumentError(
-            f"input '{tensor.name}': shape {list(tensor.shape)} of {tensor.datatype} needs "
-            f"{count * dtype.itemsize} bytes but shared_memory_byte_size is {ref.byte_size}"
-        )
 
 
 def wants_empty_final_response(msg: gs.ModelInferRequest) -> bool:

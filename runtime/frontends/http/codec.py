@@ -21,6 +21,12 @@ import numpy as np
 
 from trident.runtime.core.json_depth import DEFAULT_MAX_JSON_DEPTH, check_json_depth
 from trident.runtime.core.model_overrides import FILE_PREFIX, LoadRequestLimits
+from trident.runtime.core.parameters import (
+    apply_request_parameters,
+    check_shared_memory_size,
+    input_parameters,
+    requested_output,
+)
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import (
@@ -37,22 +43,12 @@ from trident.runtime.types import (
     serialize_bytes_tensor,
 )
 
-#: Request parameters that set InferenceRequest fields instead of landing in `parameters`.
-RESERVED_PARAMETERS = frozenset(
-    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output")
-)
-#: Parameter keys with this prefix are Triton's own; clients may not send them.
-RESERVED_PREFIX = "triton_"
 #: Every BYTES element carries at least its 4-byte length prefix.
 _BYTES_PREFIX_SIZE = 4
 _INTEGER_KINDS = frozenset("iu")
 _NUMBER_KINDS = frozenset("iuf")
 _COMPACT = (",", ":")
 _NO_PARAMETERS: dict[str, Any] = {}
-#: Tensor parameters this codec consumes; any others are passed on with the tensor.
-_SHM_PARAMETER_KEYS = ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
-_INPUT_PARAMETER_KEYS = frozenset(("binary_data_size", *_SHM_PARAMETER_KEYS))
-_OUTPUT_PARAMETER_KEYS = frozenset(("binary_data", "classification", *_SHM_PARAMETER_KEYS))
 
 
 @dataclass(slots=True)
@@ -110,14 +106,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _uint(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidArgumentError(
-            f"Unable to parse '{what}': expected a non-negative integer, got {value!r}"
-        )
-    return value
-
-
 def _bool(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidArgumentError(f"Unable to parse '{what}': expected a boolean, got {value!r}")
@@ -134,45 +122,6 @@ def expect_object(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidArgumentError(f"Unable to parse '{what}': expected a JSON object")
     return value
-
-
-# --------------------------------------------------------------------------------------------
-# Request parameters.
-
-
-def apply_parameter(
-    key: str, value: Any, request: InferenceRequest, encoding: OutputEncoding | None
-) -> None:
-    """Apply one request parameter: reserved keys set request fields, the rest are passed on."""
-    if key == "sequence_id":
-        if isinstance(value, str):
-            request.sequence_id = value
-        else:
-            request.sequence_id = _uint(value, "sequence_id")
-    elif key == "sequence_start":
-        request.sequence_start = _bool(value, "sequence_start")
-    elif key == "sequence_end":
-        request.sequence_end = _bool(value, "sequence_end")
-    elif key == "priority":
-        request.priority = _uint(value, "priority")
-    elif key == "timeout":
-        request.timeout_us = _uint(value, "timeout")
-    elif key == "binary_data_output":
-        binary = _bool(value, "binary_data_output")
-        if encoding is not None:
-            encoding.default_binary = binary
-    elif key.startswith(RESERVED_PREFIX):
-        raise InvalidArgumentError(
-            "parameter keys starting with 'triton_' are reserved for Triton usage and should "
-            "not be specified."
-        )
-    elif isinstance(value, (str, int, float)):  # bool is an int
-        request.parameters[key] = value
-    else:
-        raise InvalidArgumentError(
-            f"parameter '{key}' has invalid type. It should be either 'int', 'bool', 'double' "
-            "or 'string'."
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,29 +256,6 @@ def tensor_from_binary(
     return array.reshape(shape)
 
 
-def _check_shm_size(name: str, datatype: str, shape: tuple[int, ...], byte_size: int) -> None:
-    # Checked here so that no layer ever allocates from a shape the bytes cannot back.
-    count = element_count(shape)
-    if datatype == "BYTES":
-        if count * _BYTES_PREFIX_SIZE > byte_size:
-            raise InvalidArgumentError(
-                f"input '{name}': shape {list(shape)} needs at least "
-                f"{count * _BYTES_PREFIX_SIZE} bytes but shared_memory_byte_size is {byte_size}"
-            )
-    elif count * DATATYPE_SIZE[datatype] != byte_size:
-        raise InvalidArgumentError(
-            f"input '{name}': shape {list(shape)} of {datatype} needs "
-            f"{count * DATATYPE_SIZE[datatype]} bytes but shared_memory_byte_size is {byte_size}"
-        )
-
-
-def _shared_memory_ref(parameters: dict[str, Any], what: str) -> SharedMemoryRef:
-    region = expect_string(parameters["shared_memory_region"], f"shared_memory_region of {what}")
-    byte_size = _uint(parameters.get("shared_memory_byte_size", 0), "shared_memory_byte_size")
-    offset = _uint(parameters.get("shared_memory_offset", 0), "shared_memory_offset")
-    return SharedMemoryRef(region=region, byte_size=byte_size, offset=offset)
-
-
 # --------------------------------------------------------------------------------------------
 # /infer requests.
 
@@ -350,8 +276,11 @@ def decode_infer_request(
     if "id" in document:
         request.id = expect_string(document["id"], "id")
     if "parameters" in document:
-        for key, value in expect_object(document["parameters"], "parameters").items():
-            apply_parameter(key, value, request, encoding)
+        binary = apply_request_parameters(
+            request, expect_object(document["parameters"], "parameters")
+        )
+        if binary is not None:
+            encoding.default_binary = binary
 
     inputs = document.get("inputs")
     if not isinstance(inputs, list):
@@ -406,16 +335,16 @@ def _decode_input(
         )
 
     tensor = Tensor(name=name, datatype=datatype, shape=shape)
-    if parameters and not _INPUT_PARAMETER_KEYS.issuperset(parameters):
-        tensor.parameters = {
-            key: value for key, value in parameters.items() if key not in _INPUT_PARAMETER_KEYS
-        }
+    binary_data_size: int | None = None
+    shared_memory: SharedMemoryRef | None = None
+    if parameters:
+        binary_data_size, shared_memory, tensor.parameters = input_parameters(name, parameters)
 
     if has_data:
         # Unlike Triton, FP16 and BF16 are accepted as JSON numbers (converted here).
         tensor.data = tensor_from_json(name, datatype, shape, item["data"])
-    elif has_binary:
-        size = _uint(parameters["binary_data_size"], "binary_data_size")
+    elif binary_data_size is not None:
+        size = binary_data_size
         if header_length is None:
             raise InvalidArgumentError(
                 "must specify valid 'Inference-Header-Content-Length' in request header and "
@@ -428,10 +357,16 @@ def _decode_input(
             )
         tensor.data = tensor_from_binary(name, datatype, shape, body, offset, size)
         offset += size
-    else:
-        ref = _shared_memory_ref(parameters, f"input '{name}'")
-        _check_shm_size(name, datatype, shape, ref.byte_size)
-        tensor.shared_memory = ref
+    elif shared_memory is not None:
+        check_shared_memory_size(
+            name,
+            datatype,
+            shape,
+            element_count(shape),
+            DATATYPE_SIZE.get(datatype, 0),
+            shared_memory.byte_size,
+        )
+        tensor.shared_memory = shared_memory
     return tensor, offset
 
 
@@ -439,29 +374,15 @@ def _decode_output(item: Any) -> RequestedOutput:
     if not isinstance(item, dict):
         raise InvalidArgumentError("Unable to parse 'outputs': each output must be a JSON object")
     name = expect_string(item.get("name"), "name")
-    requested = RequestedOutput(name=name, binary=False)
     parameters = item.get("parameters")
-    if not parameters:
-        return requested
-    expect_object(parameters, f"parameters of output '{name}'")
-    if "binary_data" in parameters:
-        requested.binary = _bool(parameters["binary_data"], "binary_data")
-    if "classification" in parameters:
-        requested.classification = _uint(parameters["classification"], "classification")
-    if "shared_memory_region" in parameters:
-        if "classification" in parameters:
-            raise InvalidArgumentError(
-                "Output can't set both 'shared_memory_region' and 'classification'"
-            )
-        if requested.binary:
-            raise InvalidArgumentError(
-                "Output can't set both 'shared_memory_region' and 'binary_data'"
-            )
-        requested.shared_memory = _shared_memory_ref(parameters, f"output '{name}'")
-    if not _OUTPUT_PARAMETER_KEYS.issuperset(parameters):
-        requested.parameters = {
-            key: value for key, value in parameters.items() if key not in _OUTPUT_PARAMETER_KEYS
-        }
+    if parameters:
+        requested = requested_output(
+            name, expect_object(parameters, f"parameters of output '{name}'")
+        )
+    else:
+        requested = RequestedOutput(name=name)
+    if requested.binary is None:
+        requested.binary = False  # a named output is JSON unless it asks for binary_data
     return requested
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trident.runtime.core.parameters import apply_request_parameters
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
@@ -30,6 +31,7 @@ def decode_generate_request(
     document = codec.parse_json_object(body, "generate request", max_json_depth)
     inputs = {tensor.name: tensor for tensor in metadata.inputs}
     request = InferenceRequest(model_name=model_name, model_version=model_version)
+    parameters: dict[str, Any] = {}
     for key, value in document.items():
         if key in inputs:
             request.inputs.append(_generate_input(inputs[key], value))
@@ -40,9 +42,11 @@ def decode_generate_request(
                 if name in inputs:
                     request.inputs.append(_generate_input(inputs[name], member))
                 else:
-                    codec.apply_parameter(name, member, request, None)
+                    parameters[name] = member
         else:
-            codec.apply_parameter(key, value, request, None)
+            parameters[key] = value
+    # binary_data_output has no meaning here: generate responses are JSON.
+    apply_request_parameters(request, parameters)
     return request
 
 
