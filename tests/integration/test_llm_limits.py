@@ -118,6 +118,40 @@ def test_a_client_that_disconnects_mid_stream_aborts_its_generation(server, path
     assert _aborted(server) == aborted + 1
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (
+            f"/v2/models/{MODEL}/generate",
+            {"text_input": "Hello", "sampling_parameters": json.dumps(LONG)},
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "temperature": 0,
+                "max_tokens": 3000,
+                "ignore_eos": True,
+            },
+        ),
+    ],
+)
+def test_a_client_that_disconnects_before_a_whole_answer_aborts_it(server, path, body) -> None:
+    aborted = _aborted(server)
+    host, port = server.http_url.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    payload = json.dumps(body).encode()
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    _wait_until(lambda: llm_engine(server, MODEL).stats().num_running == 1)
+    sock.close()
+    _wait_until(lambda: _idle(server))
+    assert _aborted(server) == aborted + 1
+
+
 def test_a_grpc_cancel_aborts_the_generation(server) -> None:
     aborted = _aborted(server)
     results: queue.Queue = queue.Queue()
