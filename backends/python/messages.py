@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from trident.runtime.core.parameters import RESERVED_REQUEST_PARAMETERS
 from trident.runtime.errors import TridentError
 from trident.runtime.types import InferenceRequest as RuntimeRequest
 from trident.runtime.types import InferenceResponse as RuntimeResponse
@@ -29,11 +30,6 @@ TRITONSERVER_REQUEST_RELEASE_ALL = 1
 TRITONSERVER_REQUEST_RELEASE_RESCHEDULE = 2
 TRITONSERVER_MEMORY_CPU = 0
 TRITONSERVER_MEMORY_GPU = 2
-
-#: Request parameters the protocol reserves; Triton does not pass them on to the model.
-_RESERVED_PARAMETERS = frozenset(
-    ("sequence_id", "sequence_start", "sequence_end", "priority", "timeout", "binary_data_output")
-)
 
 
 class PreferredMemory:
@@ -190,7 +186,10 @@ class InferenceRequest:
         if isinstance(parameters, str):
             return parameters
         if self._server_request is not None:
-            parameters = {k: v for k, v in parameters.items() if k not in _RESERVED_PARAMETERS}
+            # The reserved keys set request fields; Triton does not pass them on to the model.
+            parameters = {
+                k: v for k, v in parameters.items() if k not in RESERVED_REQUEST_PARAMETERS
+            }
         rendered = json.dumps(parameters, default=str)
         self._parameters = rendered
         return rendered
