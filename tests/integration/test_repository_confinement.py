@@ -263,3 +263,25 @@ def test_a_python_model_loading_models_is_held_to_the_same_rules(sandbox: Path) 
     assert {p for p in _files(sandbox) if "loader" not in p.parts} == {
         p for p in before if "loader" not in p.parts
     }
+
+
+def test_an_ensemble_step_cannot_reach_a_model_outside_the_repository(sandbox: Path) -> None:
+    repo = sandbox / "repo"
+    write_model(sandbox, "outside", IDENTITY_MODEL_PY, identity_config("outside"))
+    (repo / "sneaky" / "1").mkdir(parents=True)
+    (repo / "sneaky" / "config.pbtxt").write_text(
+        'name: "sneaky"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+        'input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]\n'
+        'output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] } ]\n'
+        'ensemble_scheduling { step [ { model_name: "../outside" model_version: -1 '
+        'input_map { key: "INPUT0" value: "INPUT0" } '
+        'output_map { key: "OUTPUT0" value: "OUTPUT0" } } ] }\n'
+    )
+    with running_server(repo, model_control_mode="explicit") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        with pytest.raises(InferenceServerException, match=r"invalid model name '\.\./outside'"):
+            client.load_model("sneaky")
+        assert not client.is_model_ready("sneaky")
+        assert not client.is_model_ready("../outside")
+        reasons = [m.reason for m in client.get_model_repository_index().models]
+        assert any("invalid model name" in reason for reason in reasons), reasons
