@@ -658,7 +658,10 @@ class Http2Connection(asyncio.Protocol):
     def _forget_if_done(self, stream: Stream) -> None:
         if stream.local_closed and stream.remote_closed:
             self.streams.pop(stream.stream_id, None)
-            self._drop_pending(stream)
+            if stream.pending:  # (a stream without pending data is neither blocked nor waiting)
+                self._drop_pending(stream)
+            elif stream.drained is not None:
+                self._wake_drained(stream)
             if self.going_away and not self.streams:
                 self.close()
 
