@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from trident.backends.base import Backend, InferCallable, InstanceContext, StreamInferCallable
 from trident.backends.registry import BackendRegistry
@@ -21,11 +20,11 @@ from trident.runtime.errors import (
     NotFoundError,
     TridentError,
     UnavailableError,
-    UnsupportedError,
 )
 from trident.runtime.protocol import model_config_pb2 as mc
 
 from . import model_config
+from .instance_resize import model_files, resize_in_place
 from .instances import InstanceWorker
 from .json_depth import check_json_depth
 from .loaded_model import LoadedModel
@@ -40,7 +39,6 @@ from .model_preparation import ModelPreparer, PreparedModel
 from .repository import ModelRepository, fingerprint, version_folders
 from .response_cache import ResponseCache
 from .scheduling import create_scheduler
-from .scheduling.base import Scheduler
 from .scheduling.ensemble import EnsembleBinding
 from .warmup import build_samples, warm_up
 
@@ -441,8 +439,8 @@ class ModelManager:
             record.fingerprint = fingerprint(prepared.model_dir)
             # Only config.pbtxt changed (or a config override came): a change of instance counts
             # alone is then applied to the live model instead of reloading it (Triton does too).
-            files_unchanged = _model_files(previous_fingerprint, prepared.model_dir) == (
-                _model_files(record.fingerprint, prepared.model_dir)
+            files_unchanged = model_files(previous_fingerprint, prepared.model_dir) == (
+                model_files(record.fingerprint, prepared.model_dir)
             )
             failures: dict[int, str] = {}
             for version in prepared.versions:
@@ -647,79 +645,11 @@ class ModelManager:
         return self.response_cache
 
     async def _resize_in_place(self, model: LoadedModel, prepared: PreparedModel) -> bool:
-        """Apply a config that differs from the live one only in instance_group counts by
-        adding or removing instances, without unloading. False when that does not apply (the
-        caller reloads); raises TridentError when new instances fail (the old ones keep
-        serving)."""
-        scheduler = model.scheduler
-        if (
-            model.ensemble is not None
-            or scheduler is None
-            or type(scheduler).resize is Scheduler.resize
-            or not _only_instance_counts_differ(model.config, prepared.config)
-        ):
-            return False
+        """Apply a change of instance counts alone to the live model (see instance_resize)."""
         assert self._loop is not None
-        config = mc.ModelConfig()
-        config.CopyFrom(prepared.config)
-        backend = self.backends.get(model.backend_name)
-        current = list(zip(model.workers, model.instance_slots))
-        used_names = {worker.name for worker in model.workers}
-        kept: list[tuple[InstanceWorker, tuple[str, int]]] = []
-        created: list[tuple[InstanceWorker, tuple[str, int]]] = []
-        next_index = len(model.workers)
-        try:
-            for group in config.instance_group:
-                kind = "GPU" if group.kind == mc.ModelInstanceGroup.KIND_GPU else "CPU"
-                devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
-                for device_id in devices:
-                    slot = (group.name, device_id)
-                    members = [pair for pair in current if pair[1] == slot]
-                    kept.extend(members[: group.count])
-                    for index in range(len(members), group.count):
-                        while f"{group.name}_{next_index}" in used_names:
-                            next_index += 1
-                        name = f"{group.name}_{next_index}"
-                        used_names.add(name)
-                        worker = await self._create_worker(
-                            model, config, backend, name, kind, device_id, index
-                        )
-                        created.append((worker, slot))
-            samples = build_samples(config, model.model_dir)
-            new_workers = [worker for worker, _ in created]
-            await warm_up(
-                samples, new_workers, model.name, model.version, model.decoupled, self._loop
-            )
-            workers = [worker for worker, _ in kept + created]
-            for worker in workers:
-                worker.allow_inline(len(workers) == 1)
-            removed = await scheduler.resize(workers)
-        except Exception as exc:
-            for worker, _ in created:
-                await asyncio.to_thread(worker.close)
-            if isinstance(exc, UnsupportedError):
-                return False
-            if isinstance(exc, TridentError):
-                raise
-            raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
-        for worker in removed:
-            try:
-                await asyncio.to_thread(worker.close)
-            except Exception:  # a model's finalize failing must not undo the change
-                logger.exception("finalizing an instance of model '%s' failed", model.name)
-        model.workers = workers
-        model.instance_slots = [slot for _, slot in kept + created]
-        model.config = config
-        model.config_json = model_config.config_to_json(config)
-        logger.info(
-            "model '%s' version %d now has %d instance(s) (%d added, %d removed) without a reload",
-            model.name,
-            model.version,
-            len(workers),
-            len(created),
-            len(removed),
+        return await resize_in_place(
+            model, prepared.config, self.backends, self._create_worker, self._loop
         )
-        return True
 
     def _publish(self, name: str, record: _ModelRecord) -> None:
         """Rebuild the hot-path lookup tables for one model."""
@@ -752,25 +682,3 @@ class ModelManager:
             if record.override is not None:
                 record.override.remove()
                 record.override = None
-
-
-def _model_files(
-    entries: tuple[tuple[str, int, int], ...], model_dir: Path
-) -> tuple[tuple[str, int, int], ...]:
-    """A fingerprint without config.pbtxt: what must stay equal for an in-place change."""
-    config_path = str(model_dir / model_config.CONFIG_FILENAME)
-    return tuple(entry for entry in entries if entry[0] != config_path)
-
-
-def _only_instance_counts_differ(old: mc.ModelConfig, new: mc.ModelConfig) -> bool:
-    """True when the configs are equal but for some instance_group `count`."""
-    if len(old.instance_group) != len(new.instance_group):
-        return False
-    if [g.count for g in old.instance_group] == [g.count for g in new.instance_group]:
-        return False
-    left, right = mc.ModelConfig(), mc.ModelConfig()
-    left.CopyFrom(old)
-    right.CopyFrom(new)
-    for group in list(left.instance_group) + list(right.instance_group):
-        group.count = 0
-    return left == right

@@ -10,9 +10,11 @@ import time
 import numpy as np
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.instance_resize import (
+    only_instance_counts_differ as _only_instance_counts_differ,
+)
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import parse_config_text
-from trident.runtime.core.model_manager import _only_instance_counts_differ
 from trident.runtime.core.scheduling.base import Scheduler, SingleResponder
 from trident.runtime.core.scheduling.direct import DirectScheduler
 from trident.runtime.core.stats import ModelStats
