@@ -40,6 +40,7 @@ from .repository import ModelRepository, fingerprint, version_folders
 from .response_cache import ResponseCache
 from .scheduling import create_scheduler
 from .scheduling.ensemble import EnsembleBinding
+from .unload_plan import LoadedNode, unload_plan
 from .warmup import build_samples, warm_up
 
 logger = logging.getLogger("trident.models")
@@ -350,11 +351,13 @@ class ModelManager:
         self._check_explicit()
         if name not in self._records:
             return
-        needed = self._composing_models_of(name) if unload_dependents else []
-        await self.unload(name)
-        if unload_dependents:
-            await self._unload_implicit_composing(needed)
-            await self._unload_calling_ensembles(name)
+        loaded = {
+            model: LoadedNode(frozenset(self._composing_models_of(model)), record.explicit)
+            for model, record in self._records.items()
+            if model in self._ready
+        }
+        for target in unload_plan(loaded, name, unload_dependents):
+            await self.unload(target)
 
     def _composing_models_of(self, name: str) -> list[str]:
         """The models the loaded versions of ensemble `name` call (none for other models)."""
@@ -363,42 +366,6 @@ class ModelManager:
             if model.ensemble is not None:
                 composing.update(dict.fromkeys(model.ensemble.graph.composing_models()))
         return list(composing)
-
-    def _callers(self, name: str) -> list[str]:
-        """The loaded ensembles that call `name`."""
-        return [
-            ensemble
-            for ensemble, versions in self._ready.items()
-            if any(
-                model.ensemble is not None and name in model.ensemble.graph.composing_models()
-                for model in versions.values()
-            )
-        ]
-
-    async def _unload_implicit_composing(self, composing: list[str]) -> None:
-        """Triton's `unload_dependents` on an ensemble: unload each composing model that was
-        loaded only because an ensemble needed it and that no loaded model calls any more;
-        then the same for the composing models of those (nested ensembles)."""
-        pending = list(composing)
-        while pending:
-            name = pending.pop(0)
-            record = self._records.get(name)
-            if record is None or record.explicit or name not in self._ready:
-                continue
-            if self._callers(name):
-                continue
-            nested = self._composing_models_of(name)
-            await self.unload(name)
-            pending.extend(nested)
-
-    async def _unload_calling_ensembles(self, name: str) -> None:
-        """Unload the loaded ensembles that call `name`, and the ensembles calling those: with
-        one of their steps gone they cannot serve."""
-        pending = [name]
-        while pending:
-            for ensemble in self._callers(pending.pop()):
-                await self.unload(ensemble)
-                pending.append(ensemble)
 
     # ------------------------------------------------------------------ load / unload
 
