@@ -642,3 +642,21 @@ def test_the_limits_come_from_the_settings():
     assert limits.max_write_buffer_size == 12345
     assert limits.max_held_request_bytes == 1024 << 20  # twice the message limit
     assert Http2Limits.from_settings(ServerSettings()) == Http2Limits()
+
+
+def test_while_answers_wait_on_closed_windows_past_the_limit_new_streams_are_refused():
+    peer = Peer(initial_window=0, limits=Http2Limits(max_write_buffer_size=1000))
+    stream_id = peer.request(b"x")
+    peer.respond(peer.handlers[0], b"r" * 1500)  # waits: the client opened no window
+    assert peer.server.pending_bytes == 1500
+    refused = peer.request(b"y")
+    (reset,) = peer.take(h2.events.StreamReset)
+    assert (reset.stream_id, reset.error_code) == (refused, frames.REFUSED_STREAM)
+    assert len(peer.handlers) == 1
+    # WINDOW_UPDATEs are still read: the answer leaves, and new streams are served again.
+    peer.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    peer.pump()
+    assert peer.received_body(stream_id) == b"r" * 1500
+    assert peer.server.pending_bytes == 0
+    peer.request(b"z")
+    assert len(peer.handlers) == 2
