@@ -8,6 +8,8 @@ import http.client
 import json
 
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 from tests.helpers import IDENTITY_MODEL_PY, identity_config, running_server, write_model
 
@@ -38,29 +40,43 @@ def _post(url: str, path: str, body: bytes) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory):
+def server(tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("repo")
     write_model(repo, "m", IDENTITY_MODEL_PY, identity_config("m", dims="[ 2 ]"))
     with running_server(
         repo, model_control_mode="explicit", startup_models=["m"], http_max_json_depth=8
     ) as server:
-        yield server.http_url
+        yield server
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_deep_json_is_a_400_naming_the_limit(server_url: str, route: str) -> None:
-    status, text = _post(server_url, route, DEEP)
+def test_deep_json_is_a_400_naming_the_limit(server, route: str) -> None:
+    status, text = _post(server.http_url, route, DEEP)
     assert status == 400, text
     assert "deeper than the 8 levels allowed" in text and "--http-max-json-depth" in text
 
 
-def test_json_within_the_limit_is_served(server_url: str) -> None:
+def test_json_within_the_limit_is_served(server) -> None:
     body = {
         "inputs": [{"name": "INPUT0", "shape": [2], "datatype": "FP32", "data": [[1.0], [2.0]]}],
         "parameters": {"note": "[[[[[[[[[[[[ brackets in strings do not nest"},
     }
-    status, text = _post(server_url, "/v2/models/m/infer", json.dumps(body).encode())
+    status, text = _post(server.http_url, "/v2/models/m/infer", json.dumps(body).encode())
     assert status == 200, text
     assert json.loads(text)["outputs"][0]["data"] == [1.0, 2.0]
-    status, _ = _post(server_url, "/v2/repository/index", b'{"ready": true}')
+    status, _ = _post(server.http_url, "/v2/repository/index", b'{"ready": true}')
     assert status == 200
+
+
+def test_a_deep_config_string_is_refused_on_both_protocols(server) -> None:
+    """The config of a load request is JSON inside a JSON string: checked on its own."""
+    deep_config = json.dumps({"backend": "python", "parameters": "x"})[:-1] + ', "x": '
+    deep_config += "[" * 3000 + "]" * 3000 + "}"
+    body = json.dumps({"parameters": {"config": deep_config}}).encode()
+    status, text = _post(server.http_url, "/v2/repository/models/m/load", body)
+    assert status == 400 and "config JSON nests deeper than the 8 levels" in text, text
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException, match="config JSON nests deeper") as raised:
+        client.load_model("m", config=deep_config)
+    assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert client.is_model_ready("m")  # the loaded model is untouched
