@@ -4,6 +4,7 @@ tooling reads it (records grouped by id; each trace's stages in order)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 from pathlib import Path
@@ -225,3 +226,33 @@ def test_an_ensemble_is_traced_with_its_steps_as_children(repository, tmp_path):
             traces[root]["timestamps"]["QUEUE_START"]
             <= (traces[step]["timestamps"]["REQUEST_START"])
         )
+
+
+def test_generate_and_event_stream_requests_are_traced(repository, tmp_path):
+    trace_file = tmp_path / "trace.json"
+    infer_body = {
+        "inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]
+    }
+    with _traced_server(repository, trace_file) as server:
+        host, port = server.http_url.rsplit(":", 1)
+        for path, body, headers in (
+            ("/v2/models/echo_fp32/generate", {"id": "gen", "INPUT0": [1.0, 2.0]}, {}),
+            (
+                "/v2/models/echo_fp32/infer",
+                {**infer_body, "id": "sse"},
+                {"Accept": "text/event-stream"},
+            ),
+        ):
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            try:
+                connection.request("POST", path, body=json.dumps(body), headers=headers)
+                response = connection.getresponse()
+                assert response.status == 200, response.read()
+                response.read()
+            finally:
+                connection.close()
+    traces = {t["request_id"]: t for t in _traces(trace_file).values()}
+    assert set(traces) == {"gen", "sse"}
+    for trace in traces.values():
+        assert set(trace["timestamps"]) == set(HTTP_STAGES)
+        assert _in_order(trace, HTTP_STAGES)

@@ -254,11 +254,17 @@ class HttpHandlers:
     async def generate(
         self, request: web.BaseRequest, model: str, version: str, streaming: bool
     ) -> web.StreamResponse:
+        trace = self.tracer.sample(model) if self.tracer.enabled else None
+        if trace is not None:
+            trace.stamp("HTTP_RECV_START")
         body = await self.read_body(request)
         metadata = self.dataplane.model_metadata(model, version)
         infer_request = generate_codec.decode_generate_request(
             model, parse_model_version(version), body, metadata, self.max_json_depth
         )
+        if trace is not None:
+            infer_request.trace = trace
+            trace.stamp("HTTP_RECV_END")
         if streaming:
             return await self._stream(
                 request, infer_request, generate_codec.encode_generate_response
@@ -282,9 +288,15 @@ class HttpHandlers:
                 "generate expects model to produce exactly 1 response, use generate stream for "
                 f"model that generates various number of responses (got {len(responses)})"
             )
-        return web.Response(
+        if trace is not None:
+            trace.stamp("HTTP_SEND_START")
+        reply = web.Response(
             body=generate_codec.encode_generate_response(responses[0]), headers=JSON_HEADERS
         )
+        if trace is not None:
+            trace.stamp("HTTP_SEND_END")
+            trace.finish()
+        return reply
 
     async def _stream(
         self,
@@ -299,6 +311,9 @@ class HttpHandlers:
             first = await _next(stream)
             if first is not None and first.error is not None:
                 raise first.error
+            trace = infer_request.trace
+            if trace is not None:  # the events go out as the responses come
+                trace.stamp("HTTP_SEND_START")
             response = web.StreamResponse(status=200, headers=EVENT_STREAM_HEADERS)
             await response.prepare(request)
             item = first
@@ -310,12 +325,16 @@ class HttpHandlers:
                     await response.write(b"data: " + encode(item) + b"\n\n")
                 item = await _next(stream)
             await response.write_eof()
+            if trace is not None:
+                trace.stamp("HTTP_SEND_END")
             return response
         except (asyncio.CancelledError, ConnectionResetError):
             infer_request.cancellation.cancel()
             raise
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+            if infer_request.trace is not None:
+                infer_request.trace.finish()
 
     # ------------------------------------------------------------------ model repository
 
