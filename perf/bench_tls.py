@@ -4,8 +4,9 @@ The Python-backend identity model (FP32[16], as in bench_python_identity.py), dr
 perf_analyzer over gRPC on 127.0.0.1 at concurrency 1 and 8, against each server in each mode:
 plaintext, TLS (`--grpc-use-ssl`) and, with `--mutual`, mutual TLS. Certificates (a CA, a server
 certificate for 127.0.0.1, a client certificate) are generated for the run with `cryptography`.
-Servers run one at a time; the figures are printed with two ratios measured in the same run:
-Trident/Triton in each mode, and each server's TLS throughput over its own plaintext.
+Servers run one at a time; the figures are printed with ratios measured in the same run:
+Trident/Triton in each mode, and each server's TLS throughput and server CPU per inference over
+its own plaintext (the CPU figure moves least when other processes share the machine).
 
 Usage (from the repository root, with Trident's venv; run perf/install_peers.sh first):
 
@@ -38,6 +39,9 @@ class Result:
     concurrency: int
     throughput: float
     p50_us: float
+    #: Server CPU time (its processes, user + system) per inference served: steadier than
+    #: throughput on a shared machine.
+    cpu_us: float | None
     note: str
 
 
@@ -94,6 +98,7 @@ def measure(
                 extra_args=_client_flags(mode, certs),
             )
             note = ""
+            cpu_before, count_before = p.cpu_seconds(), p.inference_count(MODEL)
             try:
                 run = peers.run_perf_analyzer(
                     MODEL, p.grpc_url, stability_percentage=stability, **common
@@ -104,10 +109,14 @@ def measure(
                     MODEL, p.grpc_url, max_trials=3, stability_percentage=1000, **common
                 )
             (result,) = run.results
-            results.append(Result(server, mode, level, result.throughput, result.p50_us, note))
+            served = p.inference_count(MODEL) - count_before
+            cpu_us = (p.cpu_seconds() - cpu_before) * 1e6 / served if served else None
+            results.append(
+                Result(server, mode, level, result.throughput, result.p50_us, cpu_us, note)
+            )
             print(
                 f"# {server} {mode} c={level}: {result.throughput:,.0f} infer/s, "
-                f"p50 {result.p50_us / 1000:.2f} ms {note}",
+                f"p50 {result.p50_us / 1000:.2f} ms, server CPU {cpu_us or 0:.0f} us/infer {note}",
                 file=sys.stderr,
             )
     return results
@@ -116,25 +125,38 @@ def measure(
 def report(results: list[Result], servers: list[str], modes: list[str]) -> None:
     by_key = {(r.server, r.mode, r.concurrency): r for r in results}
     levels = sorted({r.concurrency for r in results})
-    print(f"{'server':16} {'mode':10} {'c':>3} {'infer/s':>10} {'p50 ms':>8} {'vs plain':>9}")
+    print(
+        f"{'server':16} {'mode':10} {'c':>3} {'infer/s':>10} {'p50 ms':>8} {'vs plain':>9} "
+        f"{'CPU us/inf':>10} {'vs plain':>9}"
+    )
     for server in servers:
         for mode in modes:
             for level in levels:
                 r = by_key[(server, mode, level)]
-                plain = by_key[(server, "plaintext", level)].throughput
+                plain = by_key[(server, "plaintext", level)]
+                cpu = f"{r.cpu_us:>10.0f}" if r.cpu_us else f"{'-':>10}"
+                cpu_ratio = (
+                    f"{r.cpu_us / plain.cpu_us:>9.2f}" if r.cpu_us and plain.cpu_us else f"{'-':>9}"
+                )
                 print(
                     f"{server:16} {mode:10} {level:>3} {r.throughput:>10,.0f} "
-                    f"{r.p50_us / 1000:>8.2f} {r.throughput / plain:>9.2f} {r.note}"
+                    f"{r.p50_us / 1000:>8.2f} {r.throughput / plain.throughput:>9.2f} "
+                    f"{cpu} {cpu_ratio} {r.note}"
                 )
     if "triton" in servers:
-        print("\nTrident / Triton throughput, same mode, same run:")
+        print("\nTrident / Triton, same mode, same run (throughput; server CPU per inference):")
         for server in (s for s in servers if s != "triton"):
             for mode in modes:
-                ratios = ", ".join(
-                    f"c={level}: {by_key[(server, mode, level)].throughput / by_key[('triton', mode, level)].throughput:.2f}"  # noqa: E501
-                    for level in levels
-                )
-                print(f"  {server} {mode}: {ratios}")
+                parts = []
+                for level in levels:
+                    ours, theirs = by_key[(server, mode, level)], by_key[("triton", mode, level)]
+                    cpu = (
+                        f"{ours.cpu_us / theirs.cpu_us:.2f}"
+                        if ours.cpu_us and theirs.cpu_us
+                        else "-"
+                    )
+                    parts.append(f"c={level}: {ours.throughput / theirs.throughput:.2f}; {cpu}")
+                print(f"  {server} {mode}: " + ", ".join(parts))
 
 
 def main(argv: list[str] | None = None) -> int:
