@@ -25,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from . import frames as f
 from .header_block import HeaderDecoder, Headers
 from .limits import Http2Limits, ResetBudget
+from .stream import PartialHeaders, Stream, StreamHandler, strip_padding
+
+__all__ = ["Http2Connection", "Stream", "StreamHandler", "StreamOpener"]
 
 logger = logging.getLogger("trident.frontends.grpc")
 
@@ -41,54 +42,8 @@ CONNECTION_RECEIVE_WINDOW = 64 * 1024 * 1024
 MAX_RECEIVE_FRAME = 1024 * 1024
 
 
-class StreamHandler(Protocol):
-    """What receives a stream's events (the gRPC call)."""
-
-    def data_received(self, data: bytes) -> None: ...
-
-    def end_received(self) -> None: ...
-
-    def reset_received(self) -> None:
-        """The client reset the stream, or the connection was lost."""
-
-
 #: Called with (connection, stream, request headers) for each new stream.
 StreamOpener = Callable[["Http2Connection", "Stream", Headers], StreamHandler]
-
-
-class Stream:
-    """One stream's state on the server side."""
-
-    __slots__ = (
-        "drained",
-        "handler",
-        "initial_window",
-        "local_closed",
-        "pending",
-        "received",
-        "remote_closed",
-        "send_window",
-        "stream_id",
-        "trailers",
-    )
-
-    def __init__(self, stream_id: int, send_window: int) -> None:
-        self.stream_id = stream_id
-        self.handler: StreamHandler | None = None
-        self.send_window = send_window
-        #: The peer's SETTINGS_INITIAL_WINDOW_SIZE that `send_window` reflects: a later change
-        #: is applied when the stream is next used (`Http2Connection._settle`), so a SETTINGS
-        #: frame never walks every stream.
-        self.initial_window = send_window
-        #: Data waiting for flow-control window, then the trailers to send after it.
-        self.pending: deque[memoryview] = deque()
-        self.trailers: bytes | None = None
-        #: Bytes received since the last WINDOW_UPDATE for this stream.
-        self.received = 0
-        self.remote_closed = False
-        self.local_closed = False
-        #: Set while someone waits for `pending` to empty.
-        self.drained: asyncio.Future[None] | None = None
 
 
 class Http2Connection(asyncio.Protocol):
@@ -118,7 +73,7 @@ class Http2Connection(asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self._last_stream_id = 0
         #: A header block still waiting for CONTINUATION frames.
-        self._partial_headers: _PartialHeaders | None = None
+        self._partial_headers: PartialHeaders | None = None
         # Peer settings.
         self._peer_initial_window = f.DEFAULT_WINDOW_SIZE
         self._peer_max_frame = f.DEFAULT_MAX_FRAME_SIZE
@@ -338,7 +293,7 @@ class Http2Connection(asyncio.Protocol):
                 raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream the server already finished or reset: drop it
         if flags & f.FLAG_PADDED:
-            payload = _strip_padding(payload)
+            payload = strip_padding(payload)
         end_stream = flags & f.FLAG_END_STREAM
         if not end_stream:
             stream.received += size
@@ -359,13 +314,13 @@ class Http2Connection(asyncio.Protocol):
         if stream_id == 0:
             raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & f.FLAG_PADDED:
-            payload = _strip_padding(payload)
+            payload = strip_padding(payload)
         if flags & f.FLAG_PRIORITY:
             payload = payload[5:]
         if len(payload) > self._max_header_block:
             self._header_block_too_large()
         if not flags & f.FLAG_END_HEADERS:
-            self._partial_headers = _PartialHeaders(stream_id, flags, [payload], len(payload))
+            self._partial_headers = PartialHeaders(stream_id, flags, [payload], len(payload))
             return
         self._on_header_block(stream_id, flags, payload)
 
@@ -696,24 +651,3 @@ class Http2Connection(asyncio.Protocol):
         if transport is not None and transport.get_write_buffer_size():
             # The client is not reading: a graceful close would wait on it forever.
             transport.abort()
-
-
-class _PartialHeaders:
-    """A header block still waiting for its CONTINUATION frames."""
-
-    __slots__ = ("flags", "fragments", "size", "stream_id")
-
-    def __init__(self, stream_id: int, flags: int, fragments: list[bytes], size: int) -> None:
-        self.stream_id = stream_id
-        self.flags = flags
-        self.fragments = fragments
-        self.size = size
-
-
-def _strip_padding(payload: bytes) -> bytes:
-    if not payload:
-        raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "padded frame without a pad length")
-    pad = payload[0]
-    if pad >= len(payload):
-        raise f.Http2ProtocolError(f.PROTOCOL_ERROR, "padding longer than the frame")
-    return payload[1 : len(payload) - pad]
