@@ -3,13 +3,17 @@
 vLLM's names (`vllm:time_to_first_token_seconds`, ...) are the ones Triton's vLLM backend also
 exports, so dashboards and alerts written for either work unchanged. Series carry the same
 `model` and `version` labels as Trident's `nv_*` metrics. Rendered at scrape time from each
-engine's snapshot; instances of one model version are added together.
+engine's snapshot; instances of one model version are added together. The text is written by
+the server's one Prometheus renderer (runtime/observability/exposition.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from trident.runtime.observability.exposition import Labels, MetricFamily, MetricType
+from trident.runtime.observability.exposition import render as render_families
 
 from .engine import EngineMetricsSnapshot, EngineStats, HistogramSnapshot
 
@@ -87,42 +91,54 @@ class ModelSample:
     stats: list[EngineStats] = field(default_factory=list)
 
     @property
-    def labels(self) -> str:
-        return f'model="{_escape(self.model)}",version="{self.version}"'
+    def labels(self) -> Labels:
+        return Labels((("model", self.model), ("version", str(self.version))))
 
 
 def render(samples: Iterable[ModelSample]) -> str:
     """Every LLM metric family, each with HELP and TYPE once, one series per model version."""
-    models = [sample for sample in samples if sample.snapshots]
+    models = [(sample, sample.labels) for sample in samples if sample.snapshots]
     if not models:
         return ""
-    lines: list[str] = []
+    families: list[MetricFamily] = []
     for attribute, name, help_text in _COUNTERS:
-        _header(lines, name, help_text, "counter")
-        for sample in models:
-            total = sum(getattr(snapshot, attribute) for snapshot in sample.snapshots)
-            lines.append(f"{name}{{{sample.labels}}} {total}")
-    name = "vllm:request_success_total"
-    _header(lines, name, "Count of successfully processed requests, by finish reason.", "counter")
-    for sample in models:
+        family = MetricFamily(name, help_text, MetricType.COUNTER)
+        for sample, labels in models:
+            family.add(sum(getattr(snapshot, attribute) for snapshot in sample.snapshots), labels)
+        families.append(family)
+    family = MetricFamily(
+        "vllm:request_success_total",
+        "Count of successfully processed requests, by finish reason.",
+        MetricType.COUNTER,
+    )
+    for sample, labels in models:
         for reason in FINISH_REASONS:
             total = sum(s.request_success_total.get(reason, 0) for s in sample.snapshots)
-            lines.append(f'{name}{{{sample.labels},finished_reason="{reason}"}} {total}')
+            family.add(total, labels.extended(("finished_reason", reason)))
+    families.append(family)
     gauges = (
         ("vllm:num_requests_running", "Number of requests running in the engine.", _running),
         ("vllm:num_requests_waiting", "Number of requests waiting for admission.", _waiting),
         ("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", _kv_usage),
     )
     for name, help_text, value in gauges:
-        _header(lines, name, help_text, "gauge")
-        for sample in models:
-            lines.append(f"{name}{{{sample.labels}}} {value(sample)}")
+        family = MetricFamily(name, help_text, MetricType.GAUGE)
+        for sample, labels in models:
+            family.add(value(sample), labels)
+        families.append(family)
     for attribute, name, help_text in _HISTOGRAMS:
-        _header(lines, name, help_text, "histogram")
-        for sample in models:
+        family = MetricFamily(name, help_text, MetricType.HISTOGRAM)
+        for sample, labels in models:
             merged = _merge([getattr(snapshot, attribute) for snapshot in sample.snapshots])
-            _histogram(lines, name, sample.labels, merged)
-    return "\n".join(lines) + "\n"
+            family.add_histogram(
+                labels,
+                merged.bounds,
+                merged.cumulative_counts[:-1],  # the last is +Inf's: the count
+                merged.sum,
+                merged.count,
+            )
+        families.append(family)
+    return render_families(families)
 
 
 def _running(sample: ModelSample) -> int:
@@ -139,11 +155,6 @@ def _kv_usage(sample: ModelSample) -> float:
     return used / total if total else 0.0
 
 
-def _header(lines: list[str], name: str, help_text: str, kind: str) -> None:
-    lines.append(f"# HELP {name} {help_text}")
-    lines.append(f"# TYPE {name} {kind}")
-
-
 def _merge(histograms: list[HistogramSnapshot]) -> HistogramSnapshot:
     first = histograms[0]
     counts = [sum(h.cumulative_counts[i] for h in histograms) for i in range(len(first.bounds) + 1)]
@@ -153,15 +164,3 @@ def _merge(histograms: list[HistogramSnapshot]) -> HistogramSnapshot:
         sum(h.sum for h in histograms),
         sum(h.count for h in histograms),
     )
-
-
-def _histogram(lines: list[str], name: str, labels: str, histogram: HistogramSnapshot) -> None:
-    for bound, count in zip(histogram.bounds, histogram.cumulative_counts, strict=False):
-        lines.append(f'{name}_bucket{{{labels},le="{bound}"}} {count}')
-    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {histogram.cumulative_counts[-1]}')
-    lines.append(f"{name}_sum{{{labels}}} {histogram.sum}")
-    lines.append(f"{name}_count{{{labels}}} {histogram.count}")
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -2,16 +2,18 @@
 
 As in Triton, families are process-wide: two models creating a family of the same name, kind
 and description share it, and a metric with the same labels is the same metric. The metrics
-endpoint appends `render_custom_metrics()` to its own families.
+endpoint appends `render_custom_metrics()` to its own families, written by the server's one
+Prometheus renderer (runtime/observability/exposition.py).
 """
 
 from __future__ import annotations
 
 import enum
-import math
 import re
 import threading
 from collections.abc import Sequence
+
+from trident.runtime.observability import exposition
 
 from .errors import TritonModelException
 
@@ -34,6 +36,8 @@ class Metric:
         self._family = family
         self._labels = labels
         self._buckets = buckets
+        # Escaped once: a series' labels never change.
+        self._exposition_labels = exposition.Labels(labels.items())
         self._lock = threading.Lock()
         self._value = 0.0
         self._bucket_counts = [0] * len(buckets)
@@ -74,20 +78,15 @@ class Metric:
         with self._lock:
             return self._value
 
-    def _render(self, name: str) -> list[str]:
+    def _add_to(self, family: exposition.MetricFamily) -> None:
         with self._lock:
             value, count, buckets = self._value, self._count, list(self._bucket_counts)
-        labels = _render_labels(self._labels)
+        labels = self._exposition_labels
         if self._family.kind != MetricKind.HISTOGRAM:
-            return [f"{name}{labels} {_number(value)}"]
-        lines = [
-            f"{name}_bucket{_render_labels({**self._labels, 'le': _number(bound)})} {hits}"
-            for bound, hits in zip(self._buckets, buckets)
-        ]
-        lines.append(f"{name}_bucket{_render_labels({**self._labels, 'le': '+Inf'})} {count}")
-        lines.append(f"{name}_sum{labels} {_number(value)}")
-        lines.append(f"{name}_count{labels} {count}")
-        return lines
+            family.add(_number(value), labels)
+            return
+        bounds = [_number(bound) for bound in self._buckets]
+        family.add_histogram(labels, bounds, buckets, _number(value), count)
 
 
 class MetricFamily:
@@ -127,22 +126,21 @@ class MetricFamily:
             raise TritonModelException("only histogram metrics take 'buckets'")
         else:
             bounds = ()
-        key = tuple(sorted(labels.items()))
+        series = tuple(sorted(labels.items()))
         with self._lock:
-            metric = self._metrics.get(key)
+            metric = self._metrics.get(series)
             if metric is None:
                 metric = Metric(self, labels, bounds)
-                self._metrics[key] = metric
+                self._metrics[series] = metric
             return metric
 
-    def _render(self) -> list[str]:
+    def _exposition(self) -> exposition.MetricFamily:
         with self._lock:
             metrics = list(self._metrics.values())
-        kind = self.kind.name.lower()
-        lines = [f"# HELP {self.name} {self.description}", f"# TYPE {self.name} {kind}"]
+        family = exposition.MetricFamily(self.name, self.description, _TYPES[self.kind])
         for metric in metrics:
-            lines.extend(metric._render(self.name))
-        return lines
+            metric._add_to(family)
+        return family
 
 
 class CustomMetricsRegistry:
@@ -177,24 +175,20 @@ class CustomMetricsRegistry:
         """Prometheus text for every custom family ('' when there is none)."""
         with self._lock:
             families = list(self._families.values())
-        lines = [line for family in families for line in family._render()]
-        return "\n".join(lines) + "\n" if lines else ""
+        return exposition.render(family._exposition() for family in families)
 
 
-def _render_labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+_TYPES = {
+    MetricKind.COUNTER: exposition.MetricType.COUNTER,
+    MetricKind.GAUGE: exposition.MetricType.GAUGE,
+    MetricKind.HISTOGRAM: exposition.MetricType.HISTOGRAM,
+}
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+def _number(value: float) -> float:
+    """Whole values print as integers (`3`, `le="1"`), as Triton's custom metrics do."""
+    value = float(value)
+    return int(value) if value.is_integer() else value
 
 
 #: The process-wide registry (Triton's custom metrics live in the server's one registry too).

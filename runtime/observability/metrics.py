@@ -1,13 +1,16 @@
 """Prometheus metrics with Triton's family names, types, HELP texts and labels.
 
 Rendered at scrape time from the same per-model counters the statistics extension reports
-(runtime/core/stats.py), so the hot path pays nothing for metrics.
+(runtime/core/stats.py), so the hot path pays nothing for metrics; the text itself is written by
+exposition.py, the one renderer of every metric source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any, Protocol
+
+from .exposition import Labels, MetricFamily, MetricType, render
 
 #: `reason` label values of nv_inference_request_failure; every series exists from load on.
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
@@ -22,58 +25,58 @@ class _LoadedModel(Protocol):
 
 
 # (family, type, HELP text, value of ModelStats in the family's unit)
-_COUNTERS: tuple[tuple[str, str, str, object], ...] = (
+_COUNTERS: tuple[tuple[str, MetricType, str, object], ...] = (
     (
         "nv_inference_request_success",
-        "counter",
+        MetricType.COUNTER,
         "Number of successful inference requests, all batch sizes",
         lambda s: s.success.count,
     ),
     (
         "nv_inference_count",
-        "counter",
+        MetricType.COUNTER,
         "Number of inferences performed (does not include cached requests)",
         lambda s: s.inference_count,
     ),
     (
         "nv_inference_exec_count",
-        "counter",
+        MetricType.COUNTER,
         "Number of model executions performed (does not include cached requests)",
         lambda s: s.execution_count,
     ),
     (
         "nv_inference_pending_request_count",
-        "gauge",
+        MetricType.GAUGE,
         "Instantaneous number of pending requests awaiting execution per-model.",
         lambda s: s.pending,
     ),
     (
         "nv_inference_request_duration_us",
-        "counter",
+        MetricType.COUNTER,
         "Cumulative inference request duration in microseconds (includes cached requests)",
         lambda s: s.success.ns // 1000,
     ),
     (
         "nv_inference_queue_duration_us",
-        "counter",
+        MetricType.COUNTER,
         "Cumulative inference queuing duration in microseconds (includes cached requests)",
         lambda s: s.queue.ns // 1000,
     ),
     (
         "nv_inference_compute_input_duration_us",
-        "counter",
+        MetricType.COUNTER,
         "Cumulative compute input duration in microseconds (does not include cached requests)",
         lambda s: s.compute_input.ns // 1000,
     ),
     (
         "nv_inference_compute_infer_duration_us",
-        "counter",
+        MetricType.COUNTER,
         "Cumulative compute inference duration in microseconds (does not include cached requests)",
         lambda s: s.compute_infer.ns // 1000,
     ),
     (
         "nv_inference_compute_output_duration_us",
-        "counter",
+        MetricType.COUNTER,
         "Cumulative inference compute output duration in microseconds (does not include cached "
         "requests)",
         lambda s: s.compute_output.ns // 1000,
@@ -81,33 +84,37 @@ _COUNTERS: tuple[tuple[str, str, str, object], ...] = (
 )
 
 
-def _labels(model: _LoadedModel, extra: str = "") -> str:
-    name = model.name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{{model="{name}",{extra}version="{model.version}"}}'
+def _model_labels(model: _LoadedModel) -> Labels:
+    return Labels((("model", model.name), ("version", str(model.version))))
 
 
 def render_metrics(models: Iterable[_LoadedModel], response_cache: Any = None) -> str:
     """The text exposition format (version 0.0.4) of every family, for every loaded version;
     `response_cache` is the server's (runtime/core/response_cache.py), when configured."""
     models = list(models)
-    lines: list[str] = []
-    family = "nv_inference_request_failure"
-    lines.append(f"# HELP {family} Number of failed inference requests, all batch sizes")
-    lines.append(f"# TYPE {family} counter")
+    labels = {id(model): _model_labels(model) for model in models}
+    failures = MetricFamily(
+        "nv_inference_request_failure",
+        "Number of failed inference requests, all batch sizes",
+        MetricType.COUNTER,
+    )
     for model in models:
         for reason in FAILURE_REASONS:
-            count = model.stats.failures_by_reason.get(reason, 0)
-            reason_label = f'reason="{reason}",'
-            lines.append(f"{family}{_labels(model, reason_label)} {count}")
-    for family, kind, help_text, value in _COUNTERS:
-        lines.append(f"# HELP {family} {help_text}")
-        lines.append(f"# TYPE {family} {kind}")
+            # Triton's label order: model, reason, version.
+            failure_labels = Labels(
+                (("model", model.name), ("reason", reason), ("version", str(model.version)))
+            )
+            failures.add(model.stats.failures_by_reason.get(reason, 0), failure_labels)
+    families = [failures]
+    for name, kind, help_text, value in _COUNTERS:
+        family = MetricFamily(name, help_text, kind)
         for model in models:
-            lines.append(f"{family}{_labels(model)} {value(model.stats)}")  # type: ignore[operator]
-    lines.extend(_batch_close_metrics(models))
-    lines.extend(_cache_metrics(models, response_cache))
-    lines.extend(_cpu_metrics())
-    return "\n".join(lines) + "\n"
+            family.add(value(model.stats), labels[id(model)])  # type: ignore[operator]
+        families.append(family)
+    families.extend(_batch_close_metrics(models))
+    families.extend(_cache_metrics(models, labels, response_cache))
+    families.extend(_cpu_metrics())
+    return render(families)
 
 
 # (family, HELP text, value of ModelStats) for models whose config enables the response cache.
@@ -159,44 +166,48 @@ _CACHE_GAUGES: tuple[tuple[str, str, object], ...] = (
 )
 
 
-def _cache_metrics(models: list[_LoadedModel], response_cache: Any) -> list[str]:
+def _cache_metrics(
+    models: list[_LoadedModel], labels: dict[int, Labels], response_cache: Any
+) -> list[MetricFamily]:
     """Per-model cache counters (only models using the cache) and the cache's global gauges
     (only when the server has a cache), as Triton reports them."""
-    lines: list[str] = []
+    families: list[MetricFamily] = []
     cached = [model for model in models if getattr(model, "response_cache", None) is not None]
     if cached:
-        for family, help_text, value in _MODEL_CACHE_COUNTERS:
-            lines.append(f"# HELP {family} {help_text}")
-            lines.append(f"# TYPE {family} counter")
+        for name, help_text, value in _MODEL_CACHE_COUNTERS:
+            family = MetricFamily(name, help_text, MetricType.COUNTER)
             for model in cached:
-                lines.append(f"{family}{_labels(model)} {value(model.stats)}")  # type: ignore[operator]
+                family.add(value(model.stats), labels[id(model)])  # type: ignore[operator]
+            families.append(family)
     if response_cache is not None:
-        for family, help_text, value in _CACHE_GAUGES:
-            lines.append(f"# HELP {family} {help_text}")
-            lines.append(f"# TYPE {family} gauge")
-            lines.append(f"{family} {value(response_cache)}")  # type: ignore[operator]
-    return lines
+        for name, help_text, value in _CACHE_GAUGES:
+            family = MetricFamily(name, help_text, MetricType.GAUGE)
+            family.add(value(response_cache))  # type: ignore[operator]
+            families.append(family)
+    return families
 
 
-def _batch_close_metrics(models: list[_LoadedModel]) -> list[str]:
+def _batch_close_metrics(models: list[_LoadedModel]) -> list[MetricFamily]:
     """trident_batch_close_total (a Trident addition): why each dynamic batch closed, for the
     models that batch dynamically (see docs/batching.md); absent when none does."""
     batching = [model for model in models if model.stats.batch_close_reasons]
     if not batching:
         return []
-    family = "trident_batch_close_total"
-    lines = [
-        f"# HELP {family} Number of dynamic batches closed, by the reason they closed",
-        f"# TYPE {family} counter",
-    ]
+    family = MetricFamily(
+        "trident_batch_close_total",
+        "Number of dynamic batches closed, by the reason they closed",
+        MetricType.COUNTER,
+    )
     for model in batching:
         for reason, count in sorted(model.stats.batch_close_reasons.items()):
-            reason_label = f'reason="{reason}",'
-            lines.append(f"{family}{_labels(model, reason_label)} {count}")
-    return lines
+            reason_labels = Labels(
+                (("model", model.name), ("reason", reason), ("version", str(model.version)))
+            )
+            family.add(count, reason_labels)
+    return [family]
 
 
-def _cpu_metrics() -> list[str]:
+def _cpu_metrics() -> list[MetricFamily]:
     """nv_cpu_memory_* from /proc/meminfo (Linux); nothing elsewhere."""
     try:
         with open("/proc/meminfo") as meminfo:
@@ -205,11 +216,12 @@ def _cpu_metrics() -> list[str]:
         available = int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return []
-    return [
-        "# HELP nv_cpu_memory_total_bytes CPU total memory (RAM), in bytes",
-        "# TYPE nv_cpu_memory_total_bytes gauge",
-        f"nv_cpu_memory_total_bytes {total}",
-        "# HELP nv_cpu_memory_used_bytes CPU used memory (RAM), in bytes",
-        "# TYPE nv_cpu_memory_used_bytes gauge",
-        f"nv_cpu_memory_used_bytes {total - available}",
-    ]
+    total_family = MetricFamily(
+        "nv_cpu_memory_total_bytes", "CPU total memory (RAM), in bytes", MetricType.GAUGE
+    )
+    total_family.add(total)
+    used_family = MetricFamily(
+        "nv_cpu_memory_used_bytes", "CPU used memory (RAM), in bytes", MetricType.GAUGE
+    )
+    used_family.add(total - available)
+    return [total_family, used_family]
