@@ -344,19 +344,19 @@ def _decode_input(
         # Unlike Triton, FP16 and BF16 are accepted as JSON numbers (converted here).
         tensor.data = tensor_from_json(name, datatype, shape, item["data"])
     elif binary_data_size is not None:
-        size = binary_data_size
         if header_length is None:
             raise InvalidArgumentError(
                 "must specify valid 'Inference-Header-Content-Length' in request header and "
                 "'binary_data_size' when passing inputs in binary data format"
             )
-        if offset + size > len(body):
+        end = offset + binary_data_size
+        if end > len(body):
             raise InvalidArgumentError(
-                f"unexpected size for input '{name}', expecting {offset + size - len(body)} "
-                f"additional bytes for model '{model_name}'"
+                f"unexpected size for input '{name}', expecting {end - len(body)} additional "
+                f"bytes for model '{model_name}'"
             )
-        tensor.data = tensor_from_binary(name, datatype, shape, body, offset, size)
-        offset += size
+        tensor.data = tensor_from_binary(name, datatype, shape, body, offset, binary_data_size)
+        offset = end
     elif shared_memory is not None:
         check_shared_memory_size(
             name,
