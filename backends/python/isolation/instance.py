@@ -13,15 +13,21 @@ reason says so in the repository index, and a new process is started.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
+import select
 import threading
 import time
-from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from trident.backends.base import ComputeTiming, InstanceContext, ModelInstance
+from trident.backends.base import (
+    ComputeTiming,
+    InstanceContext,
+    ModelInstance,
+    MustRunOnWorkerThread,
+)
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import (
     CancelledError,
@@ -43,13 +49,21 @@ logger = logging.getLogger("trident.backends.python")
 
 #: How long an unload waits for the model's `finalize` in its process before killing it.
 FINALIZE_TIMEOUT_S = 30.0
+#: How long an inline execute blocks the event loop waiting for the model process's answer
+#: before handing the batch to the instance's worker thread (for good: see instances.py).
+INLINE_WAIT_S = 0.010
 
 
 class IsolatedModelInstance(ModelInstance):
     """A Python model instance whose code runs in a child process (see the module docstring)."""
 
-    is_async = True
-    may_run_inline = False
+    is_async = False
+    #: Waiting inline costs no CPU, so the core's CPU test always passes and the wall-time
+    #: factors of this threshold decide (runtime/core/instances.py): on average under 5 ms on
+    #: the thread to go inline, back to the thread for good after an inline execute of 50 ms
+    #: (a busy machine's preemption counts too); a batch not answered within INLINE_WAIT_S
+    #: goes to the thread.
+    inline_threshold_ns = 1_000_000
 
     def __init__(self, context: InstanceContext, settings: IsolationSettings) -> None:
         if context.loop is None:
@@ -63,12 +77,16 @@ class IsolatedModelInstance(ModelInstance):
         self._instance = context.instance_name
         self._version = context.model_version
         self.decoupled = context.config.model_transaction_policy.decoupled
+        # Decoupled models keep sending after execute returns: they stay on their thread.
+        self.may_run_inline = not self.decoupled
         self._batch_ids = itertools.count(1)
         self._request_tags = itertools.count(1)
         #: Requests the process may still answer through RESPONSE frames, by tag.
         self._open: dict[int, RuntimeRequest] = {}
         #: The batch awaiting EXEC_DONE: (batch id, its future, its request tags).
-        self._batch: tuple[int, asyncio.Future[Any], list[int]] | None = None
+        self._batch: tuple[int, concurrent.futures.Future[Any], list[int]] | None = None
+        #: A batch an inline execute sent but handed to the worker thread to wait for.
+        self._handed_over: tuple[list[RuntimeRequest], concurrent.futures.Future[Any]] | None = None
         self._bls_tasks: dict[int, asyncio.Task[None]] = {}
         self._death_cause = ""
         self._restart: asyncio.Future[None] | None = None
@@ -142,39 +160,89 @@ class IsolatedModelInstance(ModelInstance):
 
     def execute(
         self, requests: list[RuntimeRequest], timing: ComputeTiming
-    ) -> Coroutine[Any, Any, list[RuntimeResponse] | None]:
-        return self._execute(requests, timing)
+    ) -> list[RuntimeResponse] | None:
+        """Inline (on the loop, see INLINE_WAIT_S) or on the instance's worker thread."""
+        if _on_loop(self._loop):
+            return self._execute_inline(requests, timing)
+        return self._execute_from_thread(requests, timing)
 
-    async def _execute(
+    def _execute_inline(
         self, requests: list[RuntimeRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
+        """Send the batch and wait for the answer right here, reading the socket ourselves:
+        the whole request then completes without a task or a loop turn, as an in-process
+        inline model does. A batch not answered within INLINE_WAIT_S, or one whose model made
+        a BLS call (the loop must run it), is handed to the worker thread still in flight."""
         process = self._process
-        if process is None or process.closed:
+        if process is None or process.closed or self._restart is not None:
+            raise MustRunOnWorkerThread  # nothing was sent: the thread starts it afresh
+        future = self._send_batch(process, requests)
+        timing.input_end_ns = time.monotonic_ns()
+        deadline = time.monotonic() + INLINE_WAIT_S
+        sock = process.sock
+        assert sock is not None
+        while not future.done() and not self._bls_tasks and process is self._process:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            readable, _, _ = select.select((sock,), (), (), remaining)
+            if readable:
+                process.read_available()
+        if not future.done():
+            self._handed_over = (requests, future)
+            raise MustRunOnWorkerThread
+        timing.output_start_ns = time.monotonic_ns()
+        return future.result()  # type: ignore[no-any-return]
+
+    def _execute_from_thread(
+        self, requests: list[RuntimeRequest], timing: ComputeTiming
+    ) -> list[RuntimeResponse] | None:
+        handed, self._handed_over = self._handed_over, None
+        if handed is not None and handed[0] is requests:
+            future, sent_at = handed[1], time.monotonic() - INLINE_WAIT_S
+        else:
+            future = asyncio.run_coroutine_threadsafe(
+                self._send_when_running(requests), self._loop
+            ).result()
+            sent_at = time.monotonic()
+        timing.input_end_ns = time.monotonic_ns()
+        timeout_s = self._settings.execution_timeout_s
+        try:
+            result = future.result(
+                max(timeout_s - (time.monotonic() - sent_at), 0.0) if timeout_s else None
+            )
+        except concurrent.futures.TimeoutError:
+            self._loop.call_soon_threadsafe(self._kill_for_timeout, future, timeout_s)
+            result = future.result()  # failed once the process is reaped
+        timing.output_start_ns = time.monotonic_ns()
+        return result  # type: ignore[no-any-return]
+
+    async def _send_when_running(
+        self, requests: list[RuntimeRequest]
+    ) -> concurrent.futures.Future[Any]:
+        process = self._process
+        if process is None or process.closed or self._restart is not None:
             process = await self._running_process()
+        return self._send_batch(process, requests)
+
+    def _send_batch(
+        self, process: ModelProcess, requests: list[RuntimeRequest]
+    ) -> concurrent.futures.Future[Any]:
+        """Write the inputs into the ring and send EXECUTE (on the loop's thread). The future
+        resolves with EXEC_DONE's responses (None: they go through response senders) or fails
+        with the batch's error or the process's death."""
         assert process.to_child is not None
         tags = [next(self._request_tags) for _ in requests]
         items = list(zip(tags, requests, strict=True))
         payload, _ = wire.encode_requests(items, process.to_child, self._version)
         batch_id = next(self._batch_ids)
-        future: asyncio.Future[Any] = self._loop.create_future()
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._batch = (batch_id, future, tags)
         for tag, request in items:
             self._open[tag] = request
             request.cancellation.add_callback(self._cancel_callback(process, tag))
         process.send(wire.frame(Kind.EXECUTE, batch_id, payload))
-        timing.input_end_ns = time.monotonic_ns()
-        timeout_s = self._settings.execution_timeout_s
-        try:
-            if timeout_s:
-                done, _ = await asyncio.wait((future,), timeout=timeout_s)
-                if not done:
-                    self._kill_for_timeout(process, timeout_s)
-            result = await future
-        finally:
-            if self._batch is not None and self._batch[0] == batch_id:
-                self._batch = None
-        timing.output_start_ns = time.monotonic_ns()
-        return result  # type: ignore[no-any-return]
+        return future
 
     def _cancel_callback(self, process: ModelProcess, tag: int) -> Any:
         def cancel() -> None:
@@ -183,7 +251,11 @@ class IsolatedModelInstance(ModelInstance):
 
         return cancel
 
-    def _kill_for_timeout(self, process: ModelProcess, timeout_s: float) -> None:
+    def _kill_for_timeout(self, future: concurrent.futures.Future[Any], timeout_s: float) -> None:
+        """On the loop: kill the process still running the batch of `future`."""
+        process = self._process
+        if future.done() or process is None or self._batch is None or self._batch[1] is not future:
+            return
         self._death_cause = (
             f"ran past its execution_timeout_ms ({timeout_s * 1000:.0f} ms) and was killed"
         )
@@ -253,6 +325,7 @@ class IsolatedModelInstance(ModelInstance):
         if batch is None or batch[0] != batch_id:
             return
         _, future, tags = batch
+        self._batch = None
         if flags & Flag.FAILED:
             result: Any = wire.decode_error(payload)
         elif flags & Flag.RESPONSES:

@@ -153,9 +153,11 @@ class ModelProcess:
         self._loop = loop
         self._frames = wire.FrameBuffer(on_frame)
         self._on_eof = on_eof
-        loop.add_reader(self.sock.fileno(), self._readable)
+        loop.add_reader(self.sock.fileno(), self.read_available)
 
-    def _readable(self) -> None:
+    def read_available(self) -> None:
+        """Read and handle what the process sent (the loop calls it when the socket is
+        readable; an inline execute calls it itself, on the loop's thread)."""
         assert self.sock is not None and self._frames is not None
         try:
             data = self.sock.recv(1 << 20)
