@@ -35,6 +35,7 @@ from hyperframe.frame import (
 
 from tests.helpers import running_server, write_model
 from trident.runtime.frontends.grpc.http2 import frames as codes
+from trident.runtime.frontends.grpc.http2.connection import Http2Connection
 from trident.runtime.frontends.grpc.native.server import NativeGrpcServer
 from trident.runtime.frontends.grpc.server import GrpcFrontend
 from trident.runtime.protocol import grpc_service_pb2 as gs
@@ -113,8 +114,30 @@ def on_loop(server, function: Callable[[], Any]) -> Any:
     return future.result(10)
 
 
-def connection_count(server) -> int:
-    return int(on_loop(server, lambda: len(native_server(server)._connections)))
+def find_connection(server, address: str) -> Http2Connection | None:
+    """The server's side of the connection from `address` (call on the server's loop)."""
+    found = [c for c in native_server(server)._connections if c.peer == address]
+    return found[0] if found else None
+
+
+def connection_of(server, client: RawClient) -> Http2Connection:
+    """The server's side of `client`'s connection (call on the server's loop, once
+    `accepted` says the server has it)."""
+    connection = find_connection(server, client.address)
+    assert connection is not None
+    return connection
+
+
+def accepted(server, client: RawClient) -> bool:
+    """Wait until the server has accepted `client`'s connection."""
+    return wait_until(lambda: on_loop(server, lambda: find_connection(server, client.address)))
+
+
+def gone(server, addresses: list[str]) -> bool:
+    """Wait until the server has dropped the connections from `addresses`."""
+    return wait_until(
+        lambda: on_loop(server, lambda: all(find_connection(server, a) is None for a in addresses))
+    )
 
 
 def assert_responsive(server) -> float:
@@ -174,6 +197,8 @@ class RawClient:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.sock.settimeout(10)
         self.sock.connect((host, int(port)))
+        local = self.sock.getsockname()
+        self.address = f"ipv4:{local[0]}:{local[1]}"
         self.encoder = hpack.Encoder()
         self.decoder = hpack.Decoder()
         self.next_stream = 1
@@ -344,11 +369,13 @@ def test_an_endless_continuation_sequence_is_cut_off(server, caplog):
 def test_rapid_reset_is_stopped_with_enhance_your_calm_and_leaves_nothing_behind(server, caplog):
     before = on_loop(server, lambda: len(native_server(server).calls))
     outcomes: list[bool] = []
+    addresses: list[str] = []
 
     def attack() -> None:
         deadline = time.monotonic() + 1.5
         while time.monotonic() < deadline:
             client = RawClient(server.grpc_url)
+            addresses.append(client.address)
             for _ in range(100):  # 100 batches of 20 HEADERS, DATA, RST_STREAM
                 batch: list[Frame] = []
                 for _ in range(20):
@@ -367,7 +394,7 @@ def test_rapid_reset_is_stopped_with_enhance_your_calm_and_leaves_nothing_behind
     while_attacking(server, attack)
     assert outcomes and all(outcomes)
     # The attacker's connections and calls are gone, not kept.
-    assert wait_until(lambda: connection_count(server) == 0)
+    assert gone(server, addresses)
     assert wait_until(lambda: on_loop(server, lambda: len(native_server(server).calls)) == before)
 
 
@@ -382,8 +409,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 @pytest.mark.parametrize("flood", ["ping", "settings"])
 def test_a_control_frame_flood_from_a_client_that_never_reads_is_cut_off(server, flood):
+    addresses: list[str] = []
+
     def attack() -> None:
         client = RawClient(server.grpc_url, receive_buffer=4096)
+        addresses.append(client.address)
         if flood == "ping":
             frame = PingFrame(0, opaque_data=b"12345678").serialize()
         else:
@@ -398,7 +428,7 @@ def test_a_control_frame_flood_from_a_client_that_never_reads_is_cut_off(server,
         assert client.closed, "the server never closed the connection"
 
     while_attacking(server, attack)
-    assert wait_until(lambda: connection_count(server) == 0)
+    assert gone(server, addresses)
 
 
 def test_settings_frames_do_not_slow_a_connection_with_many_idle_streams(server):
@@ -418,7 +448,7 @@ def test_settings_frames_do_not_slow_a_connection_with_many_idle_streams(server)
     assert len(acks) >= 5000  # all answered (the client read them)
 
     def untouched() -> bool:
-        (connection,) = native_server(server)._connections
+        connection = connection_of(server, client)
         return all(stream.initial_window == 65535 for stream in connection.streams.values())
 
     assert on_loop(server, untouched)  # no SETTINGS walked the idle streams
@@ -441,6 +471,7 @@ def test_streams_past_the_concurrency_limit_are_refused(server):
 
 def test_a_client_that_opens_its_window_but_never_reads_is_not_read_from(server):
     client = RawClient(server.grpc_url, receive_buffer=4096)
+    assert accepted(server, client)
     client.send(
         SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: (1 << 31) - 1}),
         WindowUpdateFrame(0, window_increment=(1 << 31) - 1 - 65535),
@@ -465,7 +496,7 @@ def test_a_client_that_opens_its_window_but_never_reads_is_not_read_from(server)
         return streams
 
     def state() -> tuple[int, int, bool]:
-        (connection,) = native_server(server)._connections
+        connection = connection_of(server, client)
         return connection.unsent_bytes, connection._last_stream_id, connection._reading_paused
 
     # Answers of a MiB each until they are more than the socket buffers and the limit take.
@@ -488,7 +519,7 @@ def test_a_client_that_opens_its_window_but_never_reads_is_not_read_from(server)
     for stream_id in first + rest:
         assert status(client.answer(stream_id)) == grpc.StatusCode.OK
     client.close()
-    assert wait_until(lambda: connection_count(server) == 0)
+    assert gone(server, [client.address])
 
 
 def test_a_gzip_bomb_is_stopped_at_the_message_limit_and_the_connection_goes_on(server):
@@ -567,13 +598,13 @@ def test_incomplete_messages_on_many_streams_are_bounded_per_connection(server):
         assert "more request data than this connection may hold" in answer["grpc-message"]
 
         def held() -> int:
-            (connection,) = native._connections
+            connection = connection_of(server, client)
             return int(connection.held_request_bytes)
 
         assert on_loop(server, held) <= 4 << 20
         assert status(client.call(LIVE, framed(b""))) == grpc.StatusCode.OK
         client.close()
-        assert wait_until(lambda: connection_count(server) == 0)
+        assert gone(server, [client.address])
     finally:
         on_loop(server, lambda: setattr(native, "limits", limits))
 
@@ -608,7 +639,7 @@ def test_one_streams_bad_input_fails_that_stream_and_the_connection_goes_on(serv
     assert not client.closed
 
     def held() -> int:
-        (connection,) = native_server(server)._connections
+        connection = connection_of(server, client)
         return int(connection.held_request_bytes)
 
     assert on_loop(server, held) == 0  # every call gave back what it counted
