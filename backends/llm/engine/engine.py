@@ -67,10 +67,13 @@ def resolve_dtype(config: EngineConfig) -> torch.dtype:
 
 
 def default_num_threads() -> int:
-    """All cores but one where there are more than two (the event loop keeps one)."""
+    """All cores but one (the event loop keeps one), and at least one.
+
+    On two cores this means one engine thread: measured on a 2-core box shared with other
+    jobs, two OpenMP threads made a decode step several times slower than one (their workers
+    spin-wait for a core that another process holds), and they starve the event loop."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
-    return cores - 1 if cores > 2 else cores
+    return max(1, (cores or 1) - 1)
 
 
 @dataclass

@@ -197,8 +197,8 @@ class EngineConfig:
     #: Most prompt tokens one request may prefill in one step (0: no limit but the budget),
     #: so a long prompt does not stall the decodes sharing the step.
     long_prefill_token_threshold: int = 0
-    #: torch intra-op threads for the engine; None: all cores but one where there are more
-    #: than two (the event loop keeps one), else all of them.
+    #: torch intra-op threads for the engine; None: all cores but one (the event loop keeps
+    #: one), at least one. torch's thread pool is process-wide: the last engine started wins.
     num_threads: int | None = None
     #: Processes the model is split over with torch.distributed (gloo on CPU, NCCL on GPU).
     tensor_parallel_size: int = 1
