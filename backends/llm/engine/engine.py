@@ -152,6 +152,7 @@ class LLMEngine:
         self._peak_blocks = 0
         self._peak_slot_usage = 0.0
         self._slot_usage_at_peak = 0.0
+        self._parallel: Any = None  # the TensorParallelGroup when tensor_parallel_size > 1
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -160,7 +161,8 @@ class LLMEngine:
     ) -> LLMEngine:
         """Load a Hugging Face folder (config.json, *.safetensors, tokenizer files), or the GGUF
         file `gguf_file` inside `path` (dequantized on load). Does not start the thread."""
-        return cls._from_loaded(load_model_dir(Path(path), gguf_file), config)
+        folder = Path(path)
+        return cls._from_loaded(load_model_dir(folder, gguf_file), config, (folder, gguf_file))
 
     @classmethod
     def from_transformers(
@@ -171,16 +173,50 @@ class LLMEngine:
         return cls._from_loaded(from_transformers(hf_model, tokenizer, name), config)
 
     @classmethod
-    def _from_loaded(cls, loaded: LoadedModel, config: EngineConfig) -> LLMEngine:
-        if config.tensor_parallel_size > 1:
+    def _from_loaded(
+        cls,
+        loaded: LoadedModel,
+        config: EngineConfig,
+        source: tuple[Path, str | None] | None = None,
+    ) -> LLMEngine:
+        world = config.tensor_parallel_size
+        if world > 1 and source is None:
             raise InvalidSamplingParams(
-                "tensor_parallel_size", "tensor parallelism is not available in this engine yet"
+                "tensor_parallel_size", "tensor parallelism needs a model folder to load from"
             )
         dtype = resolve_dtype(config)
         device = torch.device(config.device)
+        if world > 1 and device.type == "cuda":
+            device = torch.device("cuda:0")  # rank r uses cuda:r
         max_positions = config.max_model_len or loaded.arch.max_position
-        model = build_model(loaded.arch, loaded.state, dtype, device, max_positions, ShardSpec())
-        return cls(model, loaded.tokenizer, config, loaded.name, loaded.eos_token_ids)
+        shard = ShardSpec(0, world)
+        model = build_model(loaded.arch, loaded.state, dtype, device, max_positions, shard)
+        engine = cls(model, loaded.tokenizer, config, loaded.name, loaded.eos_token_ids)
+        if world > 1:
+            from trident.backends.llm.engine.parallel import (
+                ShardLaunch,
+                TensorParallelGroup,
+                init_method,
+            )
+
+            assert source is not None
+            group = TensorParallelGroup(
+                ShardLaunch(
+                    folder=source[0],
+                    gguf_file=source[1],
+                    dtype=dtype,
+                    device_type=device.type,
+                    max_positions=max_positions,
+                    num_blocks=engine.num_blocks,
+                    block_size=engine.block_size,
+                    max_len=engine.runner.max_len,
+                    world_size=world,
+                    init_method=init_method(),
+                )
+            )
+            engine.runner.before_forward = group.before_forward
+            engine._parallel = group
+        return engine
 
     def _size_pool(self, model: CausalLM) -> int:
         config = self.config
@@ -252,6 +288,8 @@ class LLMEngine:
             thread.join()
         else:
             self._abort_everything()
+        if self._parallel is not None:
+            self._parallel.close()
 
     # -- requests -----------------------------------------------------------------------------
     def _make_request(

@@ -200,7 +200,8 @@ class EngineConfig:
     #: torch intra-op threads for the engine; None: all cores but one (the event loop keeps
     #: one), at least one. torch's thread pool is process-wide: the last engine started wins.
     num_threads: int | None = None
-    #: Processes the model is split over with torch.distributed (gloo on CPU, NCCL on GPU).
+    #: Processes the model is split over with torch.distributed (gloo on CPU, NCCL on GPU,
+    #: rank r on cuda:r); needs a model loaded from a folder (from_model_dir).
     tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:

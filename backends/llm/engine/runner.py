@@ -7,6 +7,7 @@ O(tokens)) and the block tables are expanded into cache slots with tensor ops.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,27 @@ class StepInputs:
     logits_indices: torch.Tensor
     #: For each logits row, the index of its sequence in the step's scheduled list.
     sampling_rows: list[int]
+
+    def to(self, device: torch.device) -> StepInputs:
+        """The same inputs on another device (tensor-parallel ranks on their own GPU)."""
+        meta = self.meta
+        moved = AttentionMetadata(
+            slot_mapping=meta.slot_mapping.to(device),
+            gather_index=meta.gather_index.to(device),
+            mask=meta.mask.to(device),
+            decode_only=meta.decode_only,
+            num_seqs=meta.num_seqs,
+            max_query_len=meta.max_query_len,
+            query_index=None if meta.query_index is None else meta.query_index.to(device),
+            output_index=None if meta.output_index is None else meta.output_index.to(device),
+        )
+        return StepInputs(
+            self.input_ids.to(device),
+            self.positions.to(device),
+            moved,
+            self.logits_indices.to(device),
+            self.sampling_rows,
+        )
 
 
 def kv_bytes_per_block(model: CausalLM, block_size: int) -> int:
@@ -57,7 +79,11 @@ class ModelRunner:
             )
             for _ in range(model.arch.num_layers)
         ]
+        #: Called with each step's inputs before the forward pass (tensor parallelism hands
+        #: them to the other ranks here).
+        self.before_forward: Callable[[StepInputs], None] | None = None
         # Reused index vector: positions, query rows and context columns are slices of it.
+        self.max_len = max_len
         self._arange = torch.arange(0, max_len + 1, device=model.device)
 
     def prepare(self, scheduled: list[ScheduledRequest]) -> StepInputs:
@@ -142,7 +168,11 @@ class ModelRunner:
         """Run one step; returns fp32 logits [sampling sequences, vocab] and, per row, the index
         of its sequence in `scheduled`."""
         inputs = self.prepare(scheduled)
-        logits = self.model.forward(
+        if self.before_forward is not None:
+            self.before_forward(inputs)
+        return self.forward(inputs), inputs.sampling_rows
+
+    def forward(self, inputs: StepInputs) -> torch.Tensor:
+        return self.model.forward(
             inputs.input_ids, inputs.positions, inputs.meta, self.kv_caches, inputs.logits_indices
         )
-        return logits, inputs.sampling_rows
