@@ -177,6 +177,8 @@ class IsolatedModelInstance(ModelInstance):
         if process is None or process.closed or self._restart is not None:
             raise MustRunOnWorkerThread  # nothing was sent: the thread starts it afresh
         future = self._send_batch(process, requests)
+        if future is None:  # the process died before the batch reached it: retry on the next
+            raise MustRunOnWorkerThread
         timing.input_end_ns = time.monotonic_ns()
         deadline = time.monotonic() + INLINE_WAIT_S
         sock = process.sock
@@ -198,7 +200,7 @@ class IsolatedModelInstance(ModelInstance):
         self, requests: list[RuntimeRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
         handed, self._handed_over = self._handed_over, None
-        if handed is not None and handed[0] is requests:
+        if handed is not None and _same_requests(handed[0], requests):
             future, sent_at = handed[1], time.monotonic() - INLINE_WAIT_S
         else:
             future = asyncio.run_coroutine_threadsafe(
@@ -220,28 +222,43 @@ class IsolatedModelInstance(ModelInstance):
     async def _send_when_running(
         self, requests: list[RuntimeRequest]
     ) -> concurrent.futures.Future[Any]:
-        process = self._process
-        if process is None or process.closed or self._restart is not None:
-            process = await self._running_process()
-        return self._send_batch(process, requests)
+        for _ in range(3):
+            process = self._process
+            if process is None or process.closed or self._restart is not None:
+                process = await self._running_process()
+            future = self._send_batch(process, requests)
+            if future is not None:
+                return future
+            # The process died before the batch reached it (its end of stream may not have
+            # been read yet): nothing ran, so the batch goes to the next process.
+            self._on_process_end(process)
+        raise UnavailableError(
+            f"model '{self._name}' instance '{self._instance}': its process keeps dying "
+            f"before it can take a request: {self.health_reason}"
+        )
 
     def _send_batch(
         self, process: ModelProcess, requests: list[RuntimeRequest]
-    ) -> concurrent.futures.Future[Any]:
+    ) -> concurrent.futures.Future[Any] | None:
         """Write the inputs into the ring and send EXECUTE (on the loop's thread). The future
         resolves with EXEC_DONE's responses (None: they go through response senders) or fails
-        with the batch's error or the process's death."""
+        with the batch's error or the process's death. None when the process is already gone
+        (the batch was not sent)."""
         assert process.to_child is not None
+        if process.returncode is not None:  # dead, its end of stream not read yet
+            return None
         tags = [next(self._request_tags) for _ in requests]
         items = list(zip(tags, requests, strict=True))
         payload, _ = wire.encode_requests(items, process.to_child, self._version)
         batch_id = next(self._batch_ids)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._batch = (batch_id, future, tags)
+        if not process.send(wire.frame(Kind.EXECUTE, batch_id, payload)):
+            self._batch = None
+            return None
         for tag, request in items:
             self._open[tag] = request
             request.cancellation.add_callback(self._cancel_callback(process, tag))
-        process.send(wire.frame(Kind.EXECUTE, batch_id, payload))
         return future
 
     def _cancel_callback(self, process: ModelProcess, tag: int) -> Any:
@@ -485,6 +502,11 @@ class IsolatedModelInstance(ModelInstance):
         if process is not None and not process.closed:
             process.send(wire.frame(Kind.FINALIZE))
         return process
+
+
+def _same_requests(first: list[RuntimeRequest], second: list[RuntimeRequest]) -> bool:
+    """The same requests (the core reruns a handed-over batch in a list of its own)."""
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -176,24 +176,26 @@ class ModelProcess:
         if self._on_eof is not None:
             self._on_eof()
 
-    def send(self, data: bytes) -> None:
-        """Send a frame (on the loop's thread); what the socket cannot take now is queued."""
+    def send(self, data: bytes) -> bool:
+        """Send a frame (on the loop's thread); what the socket cannot take now is queued.
+        False when the process is gone (nothing of the frame reached it)."""
         sock = self.sock
         if sock is None or self.closed:
-            return
+            return False
         if self._outgoing:
             self._outgoing += data
-            return
+            return True
         try:
             sent = sock.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            return  # the process is gone: the reader sees the end of the stream
+            return False  # the process is gone: the reader sees the end of the stream
         if sent < len(data):
             self._outgoing += data[sent:]
             assert self._loop is not None
             self._loop.add_writer(sock.fileno(), self._writable)
+        return True
 
     def _writable(self) -> None:
         sock = self.sock

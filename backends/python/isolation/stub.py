@@ -61,6 +61,33 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(chunks)
 
 
+class SocketFrames:
+    """Frames from a blocking socket, read in as few system calls as possible (a header and
+    its payload usually arrive in one `recv`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def next(self) -> tuple[int, int, int, bytes] | None:
+        """The next whole frame; None at end of stream. Call from one thread at a time."""
+        buffer = self._buffer
+        while True:
+            if len(buffer) >= wire.HEADER.size:
+                kind, flags, _, tag, length = wire.HEADER.unpack_from(buffer)
+                if length > wire.MAX_PAYLOAD_BYTES:
+                    raise ValueError(f"frame payload of {length} bytes is over the limit")
+                end = wire.HEADER.size + length
+                if len(buffer) >= end:
+                    payload = bytes(buffer[wire.HEADER.size : end])
+                    del buffer[:end]
+                    return kind, flags, tag, payload
+            chunk = self._sock.recv(1 << 20)
+            if not chunk:
+                return None
+            buffer += chunk
+
+
 class Channel:
     """This process's end of the socket and its ring to the server; one sender at a time."""
 
@@ -136,6 +163,7 @@ class Stub:
         )
         self.from_server = shm.RingReader(shm.open_segment(prefix + "-p2c", 0), prefix + "-p")
         self.init = init
+        self.frames = SocketFrames(sock)
         self.jobs: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.open_requests: dict[int, RuntimeRequest] = {}
         self.open_lock = threading.Lock()
@@ -196,7 +224,7 @@ class Stub:
     def _read_until_closed(self) -> None:
         try:
             while True:
-                frame = read_frame(self.channel.sock)
+                frame = self.frames.next()
                 if frame is None:
                     break
                 self.dispatch(*frame)
@@ -252,7 +280,7 @@ class Stub:
                 if self.reader_started:
                     break
                 try:
-                    frame = read_frame(self.channel.sock)
+                    frame = self.frames.next()
                 except OSError:
                     frame = None
                 if frame is None:
