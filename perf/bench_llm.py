@@ -93,11 +93,18 @@ def chat_prompts(tokenizer: object, n: int) -> list[list[int]]:
 
 
 def run_peer(
-    folder: Path, prompts: list[list[int]], new_tokens: int, budget_s: float, device: str
+    folder: Path,
+    prompts: list[list[int]],
+    new_tokens: int,
+    budget_s: float,
+    device: str,
+    threads: int,
 ) -> tuple[float, int]:
-    """transformers generate(), one request at a time; returns (tokens/s, requests done)."""
+    """transformers generate(), one request at a time; returns (tokens/s, requests done).
+    It gets as many torch threads as the engine had."""
     import transformers
 
+    torch.set_num_threads(threads)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model = transformers.AutoModelForCausalLM.from_pretrained(
         str(folder), gguf_file=GGUF, dtype=dtype
@@ -177,6 +184,7 @@ def run_engine(
         num_threads=args.threads,
         max_num_seqs=max(64, *levels),
         max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
     )
     t0 = time.perf_counter()
     engine = LLMEngine.from_model_dir(folder, config, gguf_file=GGUF)
@@ -212,6 +220,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None, help="engine torch threads")
     parser.add_argument("--max-num-batched-tokens", type=int, default=512)
+    parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--peer-budget-s", type=float, default=60.0, help="peer time bound")
     parser.add_argument("--skip-peer", action="store_true")
     args = parser.parse_args()
@@ -224,10 +233,15 @@ def main() -> None:
     prompts = chat_prompts(engine.tokenizer, max(args.prompts, *levels))  # type: ignore[attr-defined]
     peer = float("nan")
     if not args.skip_peer:
-        peer, done = run_peer(folder, prompts, args.new_tokens, args.peer_budget_s, args.device)
+        from trident.backends.llm.engine.engine import default_num_threads
+
+        threads = args.threads or default_num_threads()
+        peer, done = run_peer(
+            folder, prompts, args.new_tokens, args.peer_budget_s, args.device, threads
+        )
         print(
-            f"peer: transformers generate() one request at a time (fp32 on CPU): "
-            f"{peer:.1f} tok/s ({done} requests)"
+            f"peer: transformers generate() one request at a time (fp32 on CPU, {threads} "
+            f"torch threads): {peer:.1f} tok/s ({done} requests)"
         )
     print(f"load average at end: {os.getloadavg()}")
     print()

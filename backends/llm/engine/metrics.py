@@ -87,8 +87,8 @@ class EngineMetricsSnapshot:
     num_requests_running: int  # vllm:num_requests_running (gauge)
     num_requests_waiting: int  # vllm:num_requests_waiting (gauge)
     kv_cache_usage: float  # vllm:kv_cache_usage_perc (gauge, 0..1)
-    prefix_cache_queries_total: int  # vllm:prefix_cache_queries_total (counter, in blocks)
-    prefix_cache_hits_total: int  # vllm:prefix_cache_hits_total (counter, in blocks)
+    prefix_cache_queries_total: int  # vllm:prefix_cache_queries_total (counter, in tokens)
+    prefix_cache_hits_total: int  # vllm:prefix_cache_hits_total (counter, in tokens)
     time_to_first_token_seconds: HistogramSnapshot  # vllm:time_to_first_token_seconds
     inter_token_latency_seconds: HistogramSnapshot  # vllm:inter_token_latency_seconds
     e2e_request_latency_seconds: HistogramSnapshot  # vllm:e2e_request_latency_seconds

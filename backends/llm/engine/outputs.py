@@ -69,7 +69,8 @@ class EngineStats:
     kv_blocks_total: int
     #: kv_blocks_used / kv_blocks_total.
     kv_usage: float
-    #: Blocks looked up in the prefix cache, and found there, since start.
+    #: Prompt tokens looked up in the prefix cache, and found there, since start (vLLM counts
+    #: tokens too).
     prefix_cache_queries: int
     prefix_cache_hits: int
     num_preemptions: int
