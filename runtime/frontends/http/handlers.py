@@ -31,6 +31,7 @@ from trident.runtime.errors import (
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from . import codec, generate_codec
+from .fast_infer import FastInferReply
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 TEXT_HEADERS = {"Content-Type": "text/plain"}
@@ -41,6 +42,26 @@ EVENT_STREAM_HEADERS = {
 HEADER_LENGTH = "Inference-Header-Content-Length"
 #: Default cap on a request body (Triton's --http-max-input-size default is 64 MiB).
 DEFAULT_MAX_INPUT_SIZE = 64 * 1024 * 1024
+
+
+def parse_header_length(value: str | None, body_size: int) -> int | None:
+    """The Inference-Header-Content-Length header, checked against the body's size."""
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        raise InvalidArgumentError(f"Unable to parse {HEADER_LENGTH}, got: {value}") from None
+    if length < 0 or length > body_size:
+        raise InvalidArgumentError(
+            f"inference header size should be in range (0, {body_size}), got: {value}"
+        )
+    return length
+
+
+def error_reply(error: TridentError) -> FastInferReply:
+    """An error as the fast path sends it: the same status and body as error_response."""
+    return FastInferReply(error.http_status, b"application/json", codec.error_body(error.message))
 
 
 class UnreadableBodyError(InvalidArgumentError):
@@ -152,18 +173,7 @@ class HttpHandlers:
 
     @staticmethod
     def header_length(request: web.BaseRequest, body_size: int) -> int | None:
-        value = request.headers.get(HEADER_LENGTH)
-        if value is None:
-            return None
-        try:
-            length = int(value)
-        except ValueError:
-            raise InvalidArgumentError(f"Unable to parse {HEADER_LENGTH}, got: {value}") from None
-        if length < 0 or length > body_size:
-            raise InvalidArgumentError(
-                f"inference header size should be in range (0, {body_size}), got: {value}"
-            )
-        return length
+        return parse_header_length(request.headers.get(HEADER_LENGTH), body_size)
 
     # ------------------------------------------------------------------ health and metadata
 
@@ -202,51 +212,90 @@ class HttpHandlers:
     # ------------------------------------------------------------------ inference
 
     async def infer(self, request: web.BaseRequest, model: str, version: str) -> web.StreamResponse:
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            return await self._infer_events(request, model, version)
+        reply = await self.infer_reply(
+            model,
+            version,
+            await self.read_body(request),
+            request.headers.get(HEADER_LENGTH),
+            request.headers.get("Accept-Encoding"),
+        )
+        headers = {"Content-Type": reply.content_type.decode()}
+        for name, value in reply.headers:
+            headers[name.decode()] = value.decode()
+        return web.Response(body=reply.body, status=reply.status, headers=headers)
+
+    async def _infer_events(
+        self, request: web.BaseRequest, model: str, version: str
+    ) -> web.StreamResponse:
+        """/infer answered as server-sent events, one v2 response per event."""
         trace = self.tracer.sample(model) if self.tracer.enabled else None
         if trace is not None:
             trace.stamp("HTTP_RECV_START")
         body = await self.read_body(request)
-        header_length = self.header_length(request, len(body))
-        model_version = parse_model_version(version)
-        if header_length == 0:
-            config = self.dataplane.model_config(model, version)
-            infer_request, encoding = codec.decode_raw_request(model, model_version, body, config)
-        else:
-            infer_request, encoding = codec.decode_infer_request(
-                model, model_version, body, header_length, self.max_json_depth
-            )
+        header_length = parse_header_length(request.headers.get(HEADER_LENGTH), len(body))
+        infer_request, _ = self._decode_infer(model, version, body, header_length)
         if trace is not None:
             infer_request.trace = trace
             trace.stamp("HTTP_RECV_END")
-        if "text/event-stream" in request.headers.get("Accept", ""):
-            return await self._stream(request, infer_request, _encode_event)
+        return await self._stream(request, infer_request, _encode_event)
+
+    def _decode_infer(
+        self, model: str, version: str, body: bytes, header_length: int | None
+    ) -> tuple[InferenceRequest, Any]:
+        model_version = parse_model_version(version)
+        if header_length == 0:
+            config = self.dataplane.model_config(model, version)
+            return codec.decode_raw_request(model, model_version, body, config)
+        return codec.decode_infer_request(
+            model, model_version, body, header_length, self.max_json_depth
+        )
+
+    async def infer_reply(
+        self,
+        model: str,
+        version: str,
+        body: bytes,
+        header_length_value: str | None,
+        accept_encoding: str | None,
+    ) -> FastInferReply:
+        """One /infer call from its parts, for aiohttp's route and the fast path alike."""
+        trace = self.tracer.sample(model) if self.tracer.enabled else None
+        if trace is not None:
+            trace.stamp("HTTP_RECV_START")
+        header_length = parse_header_length(header_length_value, len(body))
+        infer_request, encoding = self._decode_infer(model, version, body, header_length)
+        if trace is not None:
+            infer_request.trace = trace
+            trace.stamp("HTTP_RECV_END")
         try:
             response = await self.dataplane.infer(infer_request)
         except asyncio.CancelledError:
-            # The client dropped the connection (aiohttp cancels the handler).
+            # The client dropped the connection (aiohttp or the fast path cancels the call).
             infer_request.cancellation.cancel()
             raise
         if trace is not None:
             trace.stamp("HTTP_SEND_START")
         parts, json_length = codec.encode_infer_response(response, encoding)
-        headers = dict(JSON_HEADERS)
+        content_type = b"application/json"
+        headers: list[tuple[bytes, bytes]] = []
         if json_length is not None:
-            headers["Content-Type"] = "application/octet-stream"
-            headers[HEADER_LENGTH] = str(json_length)
+            content_type = b"application/octet-stream"
+            headers.append((HEADER_LENGTH.encode(), str(json_length).encode()))
         payload = parts[0] if len(parts) == 1 else b"".join(parts)
-        accept_encoding = request.headers.get("Accept-Encoding")
         if accept_encoding:
             # As Triton, compress when the client accepts gzip/deflate (tritonclient.http.aio
             # always does: aiohttp sends "Accept-Encoding: gzip, deflate" by default).
             coding = response_compression(accept_encoding)
             if coding != "identity":
                 if len(payload) > _INLINE_COMPRESSION_LIMIT:
-                    payload = await asyncio.to_thread(_compress, payload, coding)
+                    payload = await asyncio.to_thread(_compress, bytes(payload), coding)
                 else:
-                    payload = _compress(payload, coding)
-                headers["Content-Encoding"] = coding
-        reply = web.Response(body=payload, headers=headers)
-        if trace is not None:  # the reply is complete; aiohttp writes it once we return
+                    payload = _compress(bytes(payload), coding)
+                headers.append((b"Content-Encoding", coding.encode()))
+        reply = FastInferReply(200, content_type, bytes(payload), headers)
+        if trace is not None:  # the reply is complete; it is written once we return
             trace.stamp("HTTP_SEND_END")
             trace.finish()
         return reply

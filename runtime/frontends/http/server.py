@@ -33,10 +33,11 @@ from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.errors import TridentError
 from trident.runtime.settings import ServerSettings
 
-from ..restricted_api import RestrictedApis, http_api_group
+from ..restricted_api import ApiGroup, RestrictedApis, http_api_group
 from ..tls import TlsConfig
 from . import codec
-from .handlers import JSON_HEADERS, HttpHandlers, error_response
+from .fast_infer import FastInferProtocol
+from .handlers import JSON_HEADERS, HttpHandlers, error_reply, error_response
 from .openai.handlers import OpenAIHandlers
 
 logger = logging.getLogger("trident.http")
@@ -141,10 +142,13 @@ class HttpFrontend:
         load_limits = LoadRequestLimits(
             settings.model_load_max_files, max_input_size, settings.http_max_json_depth
         )
-        self.router = HttpRouter(
-            HttpHandlers(dataplane, max_input_size, settings.http_max_json_depth, load_limits)
+        self.handlers = HttpHandlers(
+            dataplane, max_input_size, settings.http_max_json_depth, load_limits
         )
+        self.router = HttpRouter(self.handlers)
         self._runner: web.ServerRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self._fast_connections: set[FastInferProtocol] = set()
         # Resolved once: with nothing restricted no check runs per request.
         self.restrictions = RestrictedApis.for_http(settings.http_restricted_api)
         self.tls = TlsConfig.for_http(settings)
@@ -159,20 +163,37 @@ class HttpFrontend:
             server, handle_signals=False, shutdown_timeout=self.settings.exit_timeout_secs
         )
         await runner.setup()
-        site = web.TCPSite(
-            runner,
-            self.settings.http_address,
-            self.settings.http_port,
-            reuse_address=True,
-            ssl_context=self.tls.ssl_context(alpn=("http/1.1",)) if self.tls else None,
-        )
+        aiohttp_protocol = runner.server
+        assert aiohttp_protocol is not None
+        ssl_context = self.tls.ssl_context(alpn=("http/1.1",)) if self.tls else None
+        protocol_factory: Callable[[], asyncio.BaseProtocol] = aiohttp_protocol
+        if self.restrictions.refusal(ApiGroup.INFERENCE, {}) is None:
+            # Inference is open to all: infer requests take the fast path, and a connection
+            # goes to aiohttp at the first request the fast path does not take (fast_infer.py).
+            handlers = self.handlers
+            max_body = self.settings.http_max_input_size
+            connections = self._fast_connections
+
+            def fast_protocol() -> asyncio.BaseProtocol:
+                return FastInferProtocol(
+                    aiohttp_protocol, handlers.infer_reply, error_reply, max_body, connections
+                )
+
+            protocol_factory = fast_protocol
         try:
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                protocol_factory,
+                self.settings.http_address,
+                self.settings.http_port,
+                reuse_address=True,
+                ssl=ssl_context,
+            )
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        port = runner.addresses[0][1]
+        self._listener = listener
+        port = listener.sockets[0].getsockname()[1]
         logger.info(
             "Started HTTPService at %s:%d%s",
             self.settings.http_address,
@@ -182,6 +203,11 @@ class HttpFrontend:
         return int(port)
 
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        for connection in list(self._fast_connections):
+            connection.close()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
