@@ -31,7 +31,13 @@ from trident.backends.llm.engine.errors import (
 from trident.backends.llm.engine.kv_cache import KVCacheManager
 from trident.backends.llm.engine.loader import LoadedModel, from_transformers, load_model_dir
 from trident.backends.llm.engine.metrics import EngineMetrics
-from trident.backends.llm.engine.models import CausalLM, ModelArch, ShardSpec, build_model
+from trident.backends.llm.engine.models import (
+    CausalLM,
+    ModelArch,
+    ModelKind,
+    ShardSpec,
+    build_model,
+)
 from trident.backends.llm.engine.outputs import (
     EngineStats,
     FinishReason,
@@ -116,6 +122,11 @@ class LLMEngine:
         self.block_size = config.block_size
         self.num_blocks = self._size_pool(model)
         max_len = config.max_model_len or arch.max_position
+        if arch.kind is ModelKind.GPT2 and max_len > arch.max_position:
+            # Learned position embeddings stop at n_positions; rotary ones extrapolate.
+            raise InvalidSamplingParams(
+                "max_model_len", f"GPT-2 models have {arch.max_position} positions at most"
+            )
         pool_tokens = self.num_blocks * self.block_size
         if max_len > pool_tokens:
             log.warning(

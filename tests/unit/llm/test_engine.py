@@ -200,3 +200,10 @@ def test_text_prompts_are_tokenized(tiny_llama: Path) -> None:
     engine.start()
     outs = asyncio.run(collect(engine, "t", "the quick brown", SamplingParams(max_tokens=4)))
     assert outs[-1].num_prompt_tokens == len(engine.tokenizer.encode("the quick brown"))
+
+
+def test_gpt2_context_cannot_exceed_its_learned_positions(tiny_gpt2: Path) -> None:
+    with pytest.raises(InvalidSamplingParams) as info:
+        make_engine(tiny_gpt2, max_model_len=513)
+    assert info.value.field == "max_model_len"
+    assert make_engine(tiny_gpt2, max_model_len=512).context_length == 512
