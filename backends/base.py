@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 #: Runs a request through the server (BLS, ensembles): the core hands this to backends at load
 #: time, so backends never import the core.
-InferCallable = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
+InferCallable = Callable[[InferenceRequest], Coroutine[Any, Any, InferenceResponse]]
 StreamInferCallable = Callable[[InferenceRequest], AsyncIterator[InferenceResponse]]
 
 

@@ -119,7 +119,7 @@ def _run(settings: ServerSettings) -> int:
     try:
         import uvloop  # optional: a faster event loop
     except ImportError:
-        uvloop = None
+        uvloop = None  # type: ignore[assignment]
     server = TridentServer(settings)
     try:
         if uvloop is not None:

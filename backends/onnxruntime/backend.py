@@ -141,11 +141,11 @@ class OnnxRuntimeInstance(ModelInstance):
         for batch in ready:
             names = requested_output_names(requests, batch, self._output_names, self._state_outputs)
             try:
-                arrays = self._session.run(names, batch.inputs, self._run_options)
+                results = self._session.run(names, batch.inputs, self._run_options)
             except Exception as exc:
                 responses.fail(batch, _run_error(exc))
                 continue
-            finished.append((batch, dict(zip(names, arrays))))
+            finished.append((batch, dict(zip(names, results))))
         timing.output_start_ns = time.monotonic_ns()
         for batch, outputs in finished:
             for name in self._string_outputs.intersection(outputs):

@@ -245,8 +245,8 @@ class PyTorchInstance(ModelInstance):
                 except TridentError as error:
                     responses.fail(batch, error)
                 except Exception as exc:  # the model's own code raised
-                    error = ModelExecutionError(f"the PyTorch model raised {_describe(exc)}")
-                    responses.fail(batch, error)
+                    raised = ModelExecutionError(f"the PyTorch model raised {_describe(exc)}")
+                    responses.fail(batch, raised)
             timing.output_start_ns = time.monotonic_ns()
             for batch, results in computed:
                 try:

@@ -257,7 +257,7 @@ def _torch_dtype(torch: Any, data_type: int) -> Any:
         mc.TYPE_FP32: torch.float32,
         mc.TYPE_BF16: torch.bfloat16,
     }
-    dtype = table.get(data_type)
+    dtype = table.get(data_type)  # type: ignore[call-overload]
     if dtype is None:
         raise ModelLoadError(f"TensorRT engines have no {type_name(data_type)} tensors")
     return dtype

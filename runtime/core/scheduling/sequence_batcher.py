@@ -128,9 +128,11 @@ class SequenceBatcher(Scheduler):
                 request.responder, sequence, self._settings.states, self._client_outputs
             )
         loop = self._loop
-        request.cancellation.add_callback(
-            lambda: loop.call_soon_threadsafe(self._on_cancel, sequence, request)
-        )
+
+        def cancelled() -> None:
+            loop.call_soon_threadsafe(self._on_cancel, sequence, request)
+
+        request.cancellation.add_callback(cancelled)
         self._pump()
 
     def _on_cancel(self, sequence: Sequence, request: InferenceRequest) -> None:

@@ -478,7 +478,8 @@ def binary_payload(tensor: Tensor) -> bytes | memoryview:
     expected = DATATYPE_TO_NUMPY[tensor.datatype]
     if array.dtype != expected:
         array = array.astype(expected)
-    return memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")
+    flat: Any = np.ascontiguousarray(array).reshape(-1)  # numpy arrays are buffers
+    return memoryview(flat).cast("B")
 
 
 def _response_header(response: InferenceResponse) -> dict[str, Any]:
