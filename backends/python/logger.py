@@ -34,7 +34,7 @@ class Logger:
     VERBOSE = LogLevel.VERBOSE
 
     @staticmethod
-    def log(message: str, level: LogLevel = LogLevel.INFO) -> None:
+    def log(message: str, level: int = LogLevel.INFO) -> None:
         _emit(message, level)
 
     @staticmethod
@@ -54,6 +54,6 @@ class Logger:
         _emit(message, LogLevel.VERBOSE)
 
 
-def _emit(message: str, level: LogLevel) -> None:
+def _emit(message: str, level: int) -> None:
     # stacklevel 3: the record names the model's line, not this module's.
     _logger.log(_LEVELS[LogLevel(level)], "%s", message, stacklevel=3)

@@ -177,7 +177,10 @@ class InstanceWorker:
     ) -> list[InferenceResponse] | None:
         if not self._inline_allowed:
             return await self._loop.run_in_executor(
-                self._executor, self.instance.execute, requests, timing
+                self._executor,
+                self.instance.execute,  # type: ignore[arg-type]  # sync: not a coroutine here
+                requests,
+                timing,
             )
         try:
             return await self._loop.run_in_executor(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import itertools
 import logging
 import select
@@ -327,13 +328,16 @@ class IsolatedModelInstance(ModelInstance):
                     self._run_bls(process, tag, item.request, bool(flags & Flag.STREAM))
                 )
                 self._bls_tasks[tag] = task
-                task.add_done_callback(lambda _, tag=tag: self._bls_tasks.pop(tag, None))
+                task.add_done_callback(functools.partial(self._forget_bls, tag))
         elif kind == Kind.BLS_CANCEL:
-            task = self._bls_tasks.get(tag)
-            if task is not None:
-                task.cancel()
+            running = self._bls_tasks.get(tag)
+            if running is not None:
+                running.cancel()
         elif kind == Kind.LOG:
             emit_log(flags, payload)
+
+    def _forget_bls(self, call_id: int, _: object) -> None:
+        self._bls_tasks.pop(call_id, None)
 
     def _on_exec_done(
         self, process: ModelProcess, flags: int, batch_id: int, payload: memoryview

@@ -156,7 +156,7 @@ def read_tensors(
                 raise ValueError(f"tensor '{name}' lies outside its block")
             raw = np.frombuffer(memory, np.uint8, nbytes, block.offset + offset)
             if datatype == "BYTES":
-                data = deserialize_bytes_tensor(raw, count).reshape(shape)
+                data = deserialize_bytes_tensor(raw.data, count).reshape(shape)
             else:
                 if nbytes != count * dtype.itemsize:
                     raise ValueError(f"tensor '{name}': {nbytes} bytes do not fit shape {shape}")
