@@ -193,6 +193,34 @@ def test_a_decoupled_isolated_model_streams_over_grpc(server) -> None:
     assert values == [0, 1, 2, 3, 4]
 
 
+def test_an_open_decoupled_request_fails_when_its_process_dies(server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    received: list = []
+    client.start_stream(callback=lambda result, error: received.append((result, error)))
+    try:
+        tensor = grpcclient.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([-1], np.int32))
+        client.async_stream_infer("isolated_decoupled", [tensor])
+        assert _wait_until(lambda: any(error is not None for _, error in received))
+    finally:
+        client.stop_stream()
+    errors = [str(error) for _, error in received if error is not None]
+    assert len(errors) == 1 and "exited with status 6" in errors[0]
+    assert "isolated_decoupled" in errors[0]
+    # the model serves again from its new process
+    again = grpcclient.InferenceServerClient(server.grpc_url)
+    results: list = []
+    again.start_stream(callback=lambda result, error: results.append((result, error)))
+    try:
+        tensor = grpcclient.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([2], np.int32))
+        again.async_stream_infer("isolated_decoupled", [tensor])
+        assert _wait_until(lambda: len(results) >= 2)
+    finally:
+        again.stop_stream()
+    assert all(error is None for _, error in results)
+
+
 def test_log_lines_of_a_model_process_reach_the_server_log(http, caplog) -> None:
     with caplog.at_level(logging.INFO):
         _http_infer(http, MISBEHAVING, np.ones(2, np.float32), {"action": "log"})

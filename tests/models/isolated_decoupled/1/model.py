@@ -1,3 +1,4 @@
+import os
 import threading
 
 import numpy as np
@@ -14,6 +15,11 @@ class TritonPythonModel:
         return None
 
     def _stream(self, sender, count):
+        if count < 0:  # one response, then the process ends while the request is open
+            sender.send(
+                pb_utils.InferenceResponse([pb_utils.Tensor("OUT", np.array([0], np.int32))])
+            )
+            os._exit(6)
         for index in range(count):
             out = pb_utils.Tensor("OUT", np.array([index], np.int32))
             sender.send(pb_utils.InferenceResponse([out]))
