@@ -255,7 +255,11 @@ class LLMEngine:
             raise InvalidSamplingParams(
                 "kv_cache_bytes", f"leaves no room for one KV block ({per_block} bytes)"
             )
-        return int(blocks)
+        # No more than every sequence at full length can use (a small model on a big device
+        # would otherwise get millions of blocks it never needs).
+        max_len = config.max_model_len or model.arch.max_position
+        useful = config.max_num_seqs * -(-max_len // config.block_size)
+        return int(min(blocks, useful))
 
     # -- properties ---------------------------------------------------------------------------
     @property

@@ -177,7 +177,8 @@ class EngineConfig:
     #: Tokens per KV-cache block.
     block_size: int = 16
     #: KV-cache blocks in the pool; None: from kv_cache_bytes, else (GPU) from
-    #: gpu_memory_fraction, else (CPU) 256 MiB worth of blocks.
+    #: gpu_memory_fraction, else (CPU) 512 MiB worth of blocks; a pool sized from bytes holds
+    #: no more than max_num_seqs sequences of max_model_len tokens.
     num_blocks: int | None = None
     #: Bytes of KV cache (all layers, keys and values); used when num_blocks is None.
     kv_cache_bytes: int | None = None

@@ -207,3 +207,14 @@ def test_gpt2_context_cannot_exceed_its_learned_positions(tiny_gpt2: Path) -> No
         make_engine(tiny_gpt2, max_model_len=513)
     assert info.value.field == "max_model_len"
     assert make_engine(tiny_gpt2, max_model_len=512).context_length == 512
+
+
+def test_a_pool_sized_from_bytes_is_capped_at_what_sequences_can_use(tiny_llama: Path) -> None:
+    engine = make_engine(
+        tiny_llama, num_blocks=None, kv_cache_bytes=1 << 30, max_num_seqs=4, max_model_len=100
+    )
+    assert engine.num_blocks == 4 * 7  # ceil(100 / 16) blocks for each of 4 sequences
+    # 2 (keys, values) x 2 layers x 16 tokens x 2 KV heads x 16 dims x 4 bytes per block.
+    small = make_engine(tiny_llama, num_blocks=None, kv_cache_bytes=20 * 2 * 2 * 16 * 2 * 16 * 4)
+    assert small.num_blocks == 20
+    assert small.context_length == 20 * 16  # what the pool holds, below the model's 512
