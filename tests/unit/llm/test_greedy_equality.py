@@ -133,3 +133,24 @@ def test_llama_family_variants_match_transformers(
     folder = build_llama(tmp_path_factory.mktemp(variant) / variant, **VARIANTS[variant])
     engine = make_engine(folder, block_size=8, num_blocks=256)
     check(folder, engine, prompts(4, seed=8, hi=70), 12)
+
+
+def test_bf16_on_cpu_follows_the_fp32_model(tiny_llama: Path) -> None:
+    """bf16 rounding may change a near-tie, so the check is teacher-forced: fed the bf16
+    engine's own tokens, transformers in fp32 ranks each of them at (or within a small margin
+    of) the top. A broken bf16 path (a wrong cast, RoPE in low precision) misses by whole units
+    of logit (their spread here is about 2.4)."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype="bfloat16", num_blocks=256)
+    assert engine.runner.kv_caches[0][0].dtype == torch.bfloat16
+    engine.start()
+    batch = prompts(8, seed=31)
+    results = asyncio.run(staggered(engine, batch, 16))
+    model = hf_model(tiny_llama)
+    for prompt, got in zip(batch, results):
+        assert got[:3] == reference(tiny_llama, prompt, 16)[:3]
+        with torch.inference_mode():
+            logits = model(torch.tensor([prompt + got])).logits[0, len(prompt) - 1 : -1]
+        chosen = logits.gather(1, torch.tensor(got).unsqueeze(1)).squeeze(1)
+        assert float((logits.max(dim=-1).values - chosen).max()) < 0.6
