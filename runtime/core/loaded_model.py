@@ -102,6 +102,12 @@ class LoadedModel:
 
     async def stop(self) -> None:
         self.submit = self._not_started
+        for worker in self.workers:
+            # An instance that can stop a hung execute (an isolated Python model's process)
+            # arms that now: the scheduler waits for running executes below.
+            unloading = getattr(worker.instance, "unloading", None)
+            if unloading is not None:
+                unloading()
         if self.scheduler is not None:
             await self.scheduler.stop()
         workers, self.workers = self.workers, []

@@ -7,6 +7,7 @@ unloading or stopping leaves no process and no shared-memory file behind.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers import RunningServer, running_server
+from trident.backends.python.isolation import instance as isolated_instance
 from trident.backends.python.isolation import shm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -297,6 +299,38 @@ def test_unload_removes_the_model_process_and_its_shared_memory(explicit) -> Non
     assert _alive(pid) and _our_files() - before
     client.unload_model(MISBEHAVING)
     assert _wait_until(lambda: not _alive(pid) and not _our_files() - before)
+
+
+def test_an_unload_kills_a_hung_model_process_after_its_grace_period(explicit, monkeypatch) -> None:
+    monkeypatch.setattr(isolated_instance, "UNLOAD_GRACE_S", 0.5)
+    client = httpclient.InferenceServerClient(explicit.http_url, network_timeout=120)
+    config = {
+        "name": MISBEHAVING,
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "output": [
+            {"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [-1]},
+            {"name": "OUTPUT1", "data_type": "TYPE_INT64", "dims": [1]},
+        ],
+        # no execution_timeout_ms: only the unload can stop a hung execute
+        "parameters": {"isolation": {"string_value": "process"}},
+    }
+    client.load_model(MISBEHAVING, config=json.dumps(config))
+    pid = _pid(client)
+    tensor = httpclient.InferInput("INPUT0", [2], "FP32")
+    tensor.set_data_from_numpy(np.zeros(2, np.float32))
+    # its own client: one client's connection would carry the unload only after the infer
+    hung = httpclient.InferenceServerClient(explicit.http_url, network_timeout=60)
+    pending = hung.async_infer(MISBEHAVING, [tensor], parameters={"action": "hang"})
+    time.sleep(0.3)
+    started = time.monotonic()
+    client.unload_model(MISBEHAVING)
+    with pytest.raises(InferenceServerException, match="unload"):
+        pending.get_result()
+    assert _wait_until(lambda: not _alive(pid))
+    assert time.monotonic() - started < 20
+    assert client.is_server_live()
 
 
 def test_a_crash_and_a_server_stop_leave_no_process_or_file(tmp_path: Path) -> None:

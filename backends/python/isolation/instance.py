@@ -50,6 +50,8 @@ logger = logging.getLogger("trident.backends.python")
 
 #: How long an unload waits for the model's `finalize` in its process before killing it.
 FINALIZE_TIMEOUT_S = 30.0
+#: How long an unload lets a running execute finish before killing its process.
+UNLOAD_GRACE_S = 10.0
 #: How long an inline execute blocks the event loop waiting for the model process's answer
 #: before handing the batch to the instance's worker thread (for good: see instances.py).
 INLINE_WAIT_S = 0.010
@@ -92,6 +94,7 @@ class IsolatedModelInstance(ModelInstance):
         self._death_cause = ""
         self._restart: asyncio.Future[None] | None = None
         self._closing = False
+        self._unloading = False
         self.restarts = 0
         #: Shown as the reason of this model in the repository index while not empty.
         self.health_reason = ""
@@ -287,7 +290,7 @@ class IsolatedModelInstance(ModelInstance):
 
     async def _running_process(self) -> ModelProcess:
         """The live process, after waiting for a restart (or starting one) if need be."""
-        if self._closing:
+        if self._closing or self._unloading:
             raise UnavailableError(f"model '{self._name}' is being unloaded")
         if self._restart is None:
             self._restart = asyncio.ensure_future(self._restart_process())
@@ -427,10 +430,15 @@ class IsolatedModelInstance(ModelInstance):
             f"the process of Python model '{self._name}' (instance '{self._instance}', pid "
             f"{process.pid}) {cause} while it held this request; a new process is being started"
         )
+        if self._unloading:
+            message = message.replace("a new process is being started", "the model is unloading")
         logger.error("%s", message.replace(" while it held this request", ""))
         self._fail_held(ModelExecutionError(message))
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         self.health_reason = f"instance '{self._instance}': its process {cause} at {when}"
+        if self._unloading:
+            self._restart = None
+            return
         await self._restart_process()
 
     def _fail_held(self, error: TridentError) -> None:
@@ -478,6 +486,24 @@ class IsolatedModelInstance(ModelInstance):
             self.health_reason += f"; restarted ({self.restarts} restarts so far)"
 
     # ----------------------------------------------------------------------------- unload
+
+    def unloading(self) -> None:
+        """The model is being unloaded (on the loop, before the core waits for running
+        executes): a process still busy UNLOAD_GRACE_S later is killed, so that a hung model
+        cannot hold up an unload or a server stop for ever."""
+        self._unloading = True
+        self._loop.call_later(UNLOAD_GRACE_S, self._kill_if_busy)
+
+    def _kill_if_busy(self) -> None:
+        batch, process = self._batch, self._process
+        if batch is None or process is None or process.closed or batch[1].done():
+            return
+        self._death_cause = (
+            f"was still running an execute {UNLOAD_GRACE_S:.0f} s after the model's unload "
+            "began and was killed"
+        )
+        logger.error("model '%s' instance '%s': %s", self._name, self._instance, self._death_cause)
+        process.kill()
 
     def close(self) -> None:
         """Run `finalize` in the process (killing it after FINALIZE_TIMEOUT_S), end it and
