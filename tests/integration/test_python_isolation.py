@@ -90,6 +90,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         MISBEHAVING,
         "identity_fp32",
         "isolated_bls",
+        "isolated_bls_async",
         "isolated_decoupled",
     )
     with running_server(repository) as running:
@@ -172,6 +173,14 @@ def test_bls_from_an_isolated_model_reaches_other_models(server) -> None:
     result = client.infer("isolated_bls", [tensor]).as_numpy("OUTPUT0")
     # identity_fp32(x * 2) plus the 3 responses isolated_decoupled streamed back
     np.testing.assert_array_equal(result, np.full(4, 6.0, np.float32))
+
+
+def test_async_bls_from_an_isolated_model(server) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("INPUT0", [3], "FP32")
+    tensor.set_data_from_numpy(np.arange(3, dtype=np.float32))
+    result = client.infer("isolated_bls_async", [tensor]).as_numpy("OUTPUT0")
+    np.testing.assert_array_equal(result, np.arange(3, dtype=np.float32) * 3 + 3)
 
 
 def test_a_decoupled_isolated_model_streams_over_grpc(server) -> None:
