@@ -233,7 +233,7 @@ def main() -> None:
     prompts = chat_prompts(engine.tokenizer, max(args.prompts, *levels))  # type: ignore[attr-defined]
     peer = float("nan")
     if not args.skip_peer:
-        from trident.backends.llm.engine.engine import default_num_threads
+        from trident.backends.llm.engine.resources import default_num_threads
 
         threads = args.threads or default_num_threads()
         peer, done = run_peer(
