@@ -114,7 +114,9 @@ class SamplingParams:
             raise InvalidSamplingParams("top_p", f"must be in (0, 1], got {top_p}")
         if not 0.0 <= _float("min_p", self.min_p) <= 1.0:
             raise InvalidSamplingParams("min_p", f"must be in [0, 1], got {self.min_p}")
-        _optional_int("seed", self.seed)
+        seed = _optional_int("seed", self.seed)
+        if seed is not None and not -(2**63) <= seed < 2**64:  # torch.Generator's range
+            raise InvalidSamplingParams("seed", "must fit in 64 bits")
         if _float("repetition_penalty", self.repetition_penalty) <= 0:
             raise InvalidSamplingParams("repetition_penalty", "must be > 0")
         for name in ("presence_penalty", "frequency_penalty"):

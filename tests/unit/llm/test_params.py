@@ -48,6 +48,8 @@ def test_a_single_stop_string_becomes_a_list() -> None:
         ({"logprobs": 21}, "logprobs"),
         ({"logprobs": -1}, "logprobs"),
         ({"seed": "1"}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"seed": -(2**63) - 1}, "seed"),
         ({"best_of": 2}, "best_of"),
     ],
 )
