@@ -33,12 +33,12 @@ _COUNTERS = (
     (
         "prefix_cache_queries_total",
         "vllm:prefix_cache_queries_total",
-        "KV-cache blocks looked up in the prefix cache.",
+        "Prompt tokens looked up in the prefix cache.",
     ),
     (
         "prefix_cache_hits_total",
         "vllm:prefix_cache_hits_total",
-        "KV-cache blocks found in the prefix cache.",
+        "Prompt tokens found in the prefix cache.",
     ),
 )
 _HISTOGRAMS = (

@@ -3,8 +3,10 @@ one GGUF file (read by transformers with the `gguf` package and dequantized to f
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,25 @@ def from_transformers(hf_model: Any, tokenizer: Any, name: str) -> LoadedModel:
     return LoadedModel(name, arch, state, tokenizer, _eos_ids(arch, tokenizer, gen))
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """transformers draws progress bars while it reads a GGUF file; in a server's log they are
+    noise (one line per redraw when the log is a file), so they are off while it loads."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    drawing = hf_logging.is_progress_bar_enabled()
+    original = gguf_utils.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+        if drawing:
+            hf_logging.enable_progress_bar()
+
+
 def load_model_dir(folder: Path, gguf_file: str | None = None) -> LoadedModel:
     """Read weights, architecture and tokenizer from `folder` (no network access)."""
     from transformers import AutoTokenizer
@@ -81,10 +102,11 @@ def load_model_dir(folder: Path, gguf_file: str | None = None) -> LoadedModel:
         from transformers import AutoModelForCausalLM
 
         path = _gguf_path(folder, gguf_file)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            str(folder), gguf_file=gguf_file, dtype=torch.float32
-        )
+        with _no_progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
+            hf_model = AutoModelForCausalLM.from_pretrained(
+                str(folder), gguf_file=gguf_file, dtype=torch.float32
+            )
         return from_transformers(hf_model, tokenizer, path.stem)
     config_path = folder / "config.json"
     if not config_path.is_file():
