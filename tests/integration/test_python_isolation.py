@@ -152,6 +152,36 @@ def test_execute_past_the_execution_timeout_kills_and_restarts_the_process(http)
     assert not _alive(pid)
 
 
+def test_a_grpc_deadline_answers_the_client_of_a_slow_in_process_model(explicit) -> None:
+    client = grpcclient.InferenceServerClient(explicit.grpc_url)
+    config = {
+        "name": "slow_in_process",
+        "backend": "python",
+        "max_batch_size": 0,
+        "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "output": [
+            {"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [-1]},
+            {"name": "OUTPUT1", "data_type": "TYPE_INT64", "dims": [1]},
+        ],
+    }
+    files = {"file:1/model.py": (MODELS / MISBEHAVING / "1" / "model.py").read_bytes()}
+    client.load_model("slow_in_process", config=json.dumps(config), files=files)
+    tensor = grpcclient.InferInput("INPUT0", [2], "FP32")
+    tensor.set_data_from_numpy(np.zeros(2, np.float32))
+    started = time.monotonic()
+    with pytest.raises(InferenceServerException, match="Deadline"):
+        client.infer(
+            "slow_in_process",
+            [tensor],
+            parameters={"action": "sleep", "seconds": "1.5"},
+            client_timeout=0.3,
+        )
+    assert time.monotonic() - started < 1.2  # answered at the deadline, not when execute ended
+    result = client.infer("slow_in_process", [tensor])  # served once the slow execute returned
+    assert result.as_numpy("OUTPUT1")[0] == os.getpid()  # in the server's own process
+    client.unload_model("slow_in_process")
+
+
 def test_system_exit_in_an_isolated_execute_is_an_error_response(http) -> None:
     pid = _pid(http)
     with pytest.raises(InferenceServerException, match="SystemExit"):

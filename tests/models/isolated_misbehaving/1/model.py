@@ -11,7 +11,10 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            action = json.loads(request.parameters() or "{}").get("action", "")
+            parameters = json.loads(request.parameters() or "{}")
+            action = parameters.get("action", "")
+            if action == "sleep":
+                time.sleep(float(parameters.get("seconds", 1)))
             if action == "exit":
                 os._exit(3)
             if action == "hang":
