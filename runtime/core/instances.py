@@ -20,6 +20,7 @@ whose batch is rerun on its thread.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -196,12 +197,14 @@ class InstanceWorker:
         waiting for the GIL, is what counts."""
         start = time.thread_time_ns()
         wall_start = time.monotonic_ns()
+        collecting_start = _collection.ns
         try:
             return self.instance.execute(requests, timing)  # type: ignore[return-value]
         finally:
             # Read by execute() once the await returns (the future orders the two threads).
-            self._thread_ns = time.thread_time_ns() - start
-            self._thread_wall_ns = time.monotonic_ns() - wall_start
+            collecting = _collection.ns - collecting_start
+            self._thread_ns = time.thread_time_ns() - start - collecting
+            self._thread_wall_ns = time.monotonic_ns() - wall_start - collecting
 
     def _execute_inline(
         self, requests: list[InferenceRequest], timing: ComputeTiming
@@ -209,6 +212,7 @@ class InstanceWorker:
         token = EXECUTING_INLINE.set(True)
         start = time.monotonic_ns()
         cpu_start = time.thread_time_ns()
+        collecting_start = _collection.ns
         try:
             return self.instance.execute(requests, timing)
         except MustRunOnWorkerThread:
@@ -217,7 +221,13 @@ class InstanceWorker:
         finally:
             EXECUTING_INLINE.reset(token)
             if self._inline:
-                self._observe(time.thread_time_ns() - cpu_start, time.monotonic_ns() - start)
+                # A garbage collection that ran meanwhile is the process's pause, not the
+                # model's time: it would have paused the loop wherever the model ran.
+                collecting = _collection.ns - collecting_start
+                self._observe(
+                    time.thread_time_ns() - cpu_start - collecting,
+                    time.monotonic_ns() - start - collecting,
+                )
 
     def _observe(self, cpu_ns: int, wall_ns: int) -> None:
         """Switch between inline and thread execution from the durations seen. A model that
@@ -254,6 +264,25 @@ class InstanceWorker:
         else:
             self.instance.close()
 
+
+class _CollectionClock:
+    """Wall time spent in Python's garbage collector, process-wide, in ns (gc.callbacks)."""
+
+    __slots__ = ("_started", "ns")
+
+    def __init__(self) -> None:
+        self.ns = 0
+        self._started = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.monotonic_ns()
+        else:
+            self.ns += time.monotonic_ns() - self._started
+
+
+_collection = _CollectionClock()
+gc.callbacks.append(_collection)
 
 #: Marks a batch that asked to run on its thread instead (MustRunOnWorkerThread).
 _RERUN = object()
