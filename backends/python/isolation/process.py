@@ -54,6 +54,11 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
+#: Bytes asked of one socket read. Frames carry metadata only (tensors travel through shared
+#: memory), and `recv(n)` allocates n bytes first: a megabyte per read costs more than the read.
+_READ_SIZE = 64 * 1024
+
+
 class ModelProcess:
     """One child process and the shared memory the server made for it."""
 
@@ -160,7 +165,7 @@ class ModelProcess:
         readable; an inline execute calls it itself, on the loop's thread)."""
         assert self.sock is not None and self._frames is not None
         try:
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(_READ_SIZE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:

@@ -61,6 +61,11 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return bytes(chunks)
 
 
+#: Bytes asked of one socket read. Frames carry metadata only (tensors travel through shared
+#: memory), and `recv(n)` allocates n bytes first: a megabyte per read costs more than the read.
+_READ_SIZE = 64 * 1024
+
+
 class SocketFrames:
     """Frames from a blocking socket, read in as few system calls as possible (a header and
     its payload usually arrive in one `recv`)."""
@@ -82,7 +87,7 @@ class SocketFrames:
                     payload = bytes(buffer[wire.HEADER.size : end])
                     del buffer[:end]
                     return kind, flags, tag, payload
-            chunk = self._sock.recv(1 << 20)
+            chunk = self._sock.recv(_READ_SIZE)
             if not chunk:
                 return None
             buffer += chunk
