@@ -20,7 +20,6 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +80,8 @@ class IsolatedModelInstance(ModelInstance):
         self._instance = context.instance_name
         self._version = context.model_version
         self.decoupled = context.config.model_transaction_policy.decoupled
-        # A model that answers from execute runs as a coroutine on the event loop: it sends the
-        # batch and awaits the answer, which the loop reads from the socket, so the loop decodes
-        # the next requests while the process computes (the two use both cores). Decoupled
-        # models keep sending after execute returns: they stay on their thread.
-        self.is_async = not self.decoupled
-        self.may_run_inline = False
+        # Decoupled models keep sending after execute returns: they stay on their thread.
+        self.may_run_inline = not self.decoupled
         self._batch_ids = itertools.count(1)
         self._request_tags = itertools.count(1)
         #: Requests the process may still answer through RESPONSE frames, by tag.
@@ -167,51 +162,13 @@ class IsolatedModelInstance(ModelInstance):
 
     # ----------------------------------------------------------------------------- execute
 
-    def execute(  # type: ignore[override]
+    def execute(
         self, requests: list[RuntimeRequest], timing: ComputeTiming
-    ) -> list[RuntimeResponse] | Awaitable[list[RuntimeResponse] | None] | None:
-        """A coroutine on the loop (`is_async`), else inline (on the loop, see INLINE_WAIT_S)
-        or on the instance's worker thread."""
-        if self.is_async:
-            return self._execute_async(requests, timing)
+    ) -> list[RuntimeResponse] | None:
+        """Inline (on the loop, see INLINE_WAIT_S) or on the instance's worker thread."""
         if _on_loop(self._loop):
             return self._execute_inline(requests, timing)
         return self._execute_from_thread(requests, timing)
-
-    async def _execute_async(
-        self, requests: list[RuntimeRequest], timing: ComputeTiming
-    ) -> list[RuntimeResponse] | None:
-        """Send the batch, then await its answer on the loop (its frames are read there)."""
-        future = await self._send_when_running(requests)
-        timing.input_end_ns = time.monotonic_ns()
-        waiter = self._loop.create_future()
-
-        def settle(done: concurrent.futures.Future[Any]) -> None:
-            if waiter.done():
-                return
-            error = done.exception()
-            if error is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(done.result())
-
-        def on_done(done: concurrent.futures.Future[Any]) -> None:
-            # Batches are settled on the loop's thread; the check keeps any other safe.
-            if _on_loop(self._loop):
-                settle(done)
-            else:
-                self._loop.call_soon_threadsafe(settle, done)
-
-        future.add_done_callback(on_done)
-        timeout_s = self._settings.execution_timeout_s
-        if timeout_s:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
-            except asyncio.TimeoutError:
-                self._kill_for_timeout(future, timeout_s)
-        result = await waiter  # fails once a killed process is reaped
-        timing.output_start_ns = time.monotonic_ns()
-        return result  # type: ignore[no-any-return]
 
     def _execute_inline(
         self, requests: list[RuntimeRequest], timing: ComputeTiming
