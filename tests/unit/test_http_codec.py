@@ -15,7 +15,7 @@ from tritonclient.http._utils import _get_inference_request
 
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.frontends.http import codec, generate_codec
-from trident.runtime.frontends.http.handlers import response_compression
+from trident.runtime.frontends.http.compression import response_compression
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceResponse, SharedMemoryRef, Tensor

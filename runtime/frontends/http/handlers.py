@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import gzip
-import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,6 +29,7 @@ from trident.runtime.errors import (
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from . import codec, generate_codec
+from .compression import compressed
 from .fast_infer import FastInferReply
 
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -98,25 +97,6 @@ def error_response(error: TridentError) -> web.Response:
     return response
 
 
-def response_compression(accept_encoding: str) -> str:
-    """The coding Triton picks for an infer response: the highest-weighted of gzip/deflate in
-    Accept-Encoding, else identity (so brotli is never chosen, whatever the client offers)."""
-    chosen, weight = "identity", 0.0
-    for entry in accept_encoding.split(","):
-        coding, _, params = entry.strip().partition(";")
-        coding = coding.strip().lower()
-        entry_weight = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                entry_weight = float(params[2:])
-            except ValueError:
-                continue
-        if coding in ("identity", "gzip", "deflate") and entry_weight > weight:
-            chosen, weight = coding, entry_weight
-    return chosen
-
-
 class HttpHandlers:
     """One method per endpoint; each returns the aiohttp response to send."""
 
@@ -170,10 +150,6 @@ class HttpHandlers:
         if len(chunks) == 1:
             return chunks[0]
         return b"".join(chunks)
-
-    @staticmethod
-    def header_length(request: web.BaseRequest, body_size: int) -> int | None:
-        return parse_header_length(request.headers.get(HEADER_LENGTH), body_size)
 
     # ------------------------------------------------------------------ health and metadata
 
@@ -283,18 +259,14 @@ class HttpHandlers:
         if json_length is not None:
             content_type = b"application/octet-stream"
             headers.append((HEADER_LENGTH.encode(), str(json_length).encode()))
-        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        payload = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         if accept_encoding:
             # As Triton, compress when the client accepts gzip/deflate (tritonclient.http.aio
             # always does: aiohttp sends "Accept-Encoding: gzip, deflate" by default).
-            coding = response_compression(accept_encoding)
+            payload, coding = await compressed(payload, accept_encoding)
             if coding != "identity":
-                if len(payload) > _INLINE_COMPRESSION_LIMIT:
-                    payload = await asyncio.to_thread(_compress, bytes(payload), coding)
-                else:
-                    payload = _compress(bytes(payload), coding)
                 headers.append((b"Content-Encoding", coding.encode()))
-        reply = FastInferReply(200, content_type, bytes(payload), headers)
+        reply = FastInferReply(200, content_type, payload, headers)
         if trace is not None:  # the reply is complete; it is written once we return
             trace.stamp("HTTP_SEND_END")
             trace.finish()
@@ -516,18 +488,6 @@ class HttpHandlers:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-#: Bigger responses are compressed in a worker thread so the event loop keeps serving.
-_INLINE_COMPRESSION_LIMIT = 64 * 1024
-
-
-def _compress(payload: bytes, coding: str) -> bytes:
-    # Level 1: most of the size reduction for a fraction of the default level's CPU time.
-    if coding == "gzip":
-        return gzip.compress(payload, compresslevel=1)
-    # HTTP "deflate" is the zlib format (tritonclient decodes it with zlib.decompress).
-    return zlib.compress(payload, 1)
 
 
 def _too_large(size: int, limit: int) -> str:
