@@ -11,7 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trident.runtime.errors import InvalidArgumentError, TridentError
-from trident.runtime.frontends.http.fast_infer import FastInferProtocol, FastInferReply
+from trident.runtime.frontends.http.fast_infer import (
+    MAX_PIPELINED,
+    FastInferProtocol,
+    FastInferReply,
+)
 
 
 class FakeTransport(asyncio.Transport):
@@ -166,3 +170,29 @@ def test_an_sse_request_goes_to_the_fallback():
     )
     written, fallback = _run(stream, [], slow=False)
     assert written == b"" and bytes(fallback.received) == stream
+
+
+def test_a_client_pipelining_past_the_bound_is_paused_then_resumed():
+    loop = asyncio.new_event_loop()
+    transport = FakeTransport()
+    paused_seen: list[bool] = []
+
+    async def infer(model, version, body, header_length, accept_encoding) -> FastInferReply:
+        await asyncio.sleep(0)
+        paused_seen.append(transport.paused)
+        return FastInferReply(200, b"application/json", b"echo:" + body)
+
+    async def main() -> None:
+        protocol = FastInferProtocol(FallbackProtocol, infer, None, 1 << 20, set())  # type: ignore[arg-type]
+        protocol.connection_made(transport)
+        count = MAX_PIPELINED + 8
+        protocol.data_received(b"".join(_post(b"%d" % i) for i in range(count)))
+        for _ in range(count * 4):
+            await asyncio.sleep(0)
+
+    loop.run_until_complete(main())
+    loop.close()
+    count = MAX_PIPELINED + 8
+    assert _bodies(bytes(transport.written)) == [b"echo:%d" % i for i in range(count)]
+    assert any(paused_seen)  # reading stopped while more than the bound waited
+    assert not transport.paused  # and resumed once they were answered
