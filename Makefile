@@ -10,6 +10,8 @@ TORCH ?= torch==2.13.0
 # One rerun for a failed test: some integration tests assert on timing (queue delays,
 # cancellation) and CI machines are shared. A real failure fails twice; reruns are listed (-rR).
 PYTEST_ARGS ?= -q -rsR --reruns 1
+# The whole suite's bound (CI allows 90 minutes with the install): a hang fails, not stalls.
+PYTEST_TIMEOUT_S ?= 3000
 
 .PHONY: install install-test serve test lint bench
 
@@ -37,7 +39,7 @@ serve: install
 test: install-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	$(PY) -m pytest $(PYTEST_ARGS)
+	timeout -k 30 $(PYTEST_TIMEOUT_S) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .

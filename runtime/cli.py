@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import Field, fields
@@ -121,11 +123,20 @@ def _run(settings: ServerSettings) -> int:
     except ImportError:
         uvloop = None  # type: ignore[assignment]
     server = TridentServer(settings)
+
+    async def serve() -> None:
+        if not await server.serve_forever():
+            # A model's execute never returned: its thread would keep this process alive for
+            # ever (the interpreter joins such threads at exit, and so would the event loop's
+            # shutdown). Run the exit handlers (model processes, logs) and leave now.
+            atexit._run_exitfuncs()
+            os._exit(1)
+
     try:
         if uvloop is not None:
-            uvloop.run(server.serve_forever())
+            uvloop.run(serve())
         else:
-            asyncio.run(server.serve_forever())
+            asyncio.run(serve())
     except ServerStartError as exc:
         logging.getLogger("trident").error("%s", exc)
         return 1

@@ -47,9 +47,7 @@ class TridentServer:
                 settings.http_max_json_depth,
             ),
         )
-        self.shared_memory = SharedMemoryRegistry(
-            allow_registration=settings.allow_shared_memory
-        )
+        self.shared_memory = SharedMemoryRegistry(allow_registration=settings.allow_shared_memory)
         # Opens the CUDA runtime on the first CUDA registration only (none without a GPU).
         self.cuda_shared_memory = CudaSharedMemoryRegistry(
             allow_registration=settings.allow_shared_memory
@@ -131,8 +129,10 @@ class TridentServer:
             self.metrics_port = await metrics_frontend.start()
             self._frontends.append(metrics_frontend)
 
-    async def stop(self) -> None:
-        """Refuse new requests, let in-flight ones finish (up to exit_timeout_secs), unload."""
+    async def stop(self) -> bool:
+        """Refuse new requests, let in-flight ones finish (up to exit_timeout_secs), unload
+        (up to exit_timeout_secs again). False when a model's execute never returned: its
+        thread still runs, and a process that means to exit must not wait for it."""
         self.dataplane.begin_shutdown()
         frontends, self._frontends = self._frontends, []
         for frontend in reversed(frontends):
@@ -143,16 +143,34 @@ class TridentServer:
                 )
             except Exception:
                 logger.exception("stopping a frontend failed")
-        await self.models.stop()
+        stopped_cleanly = await self._unload_all_models()
         self.shared_memory.unregister()
         try:
             self.cuda_shared_memory.unregister()
         except TridentError:
             logger.exception("closing CUDA shared memory regions failed")
         self.dataplane.trace_settings.close()  # writes the traces still collected
+        return stopped_cleanly
 
-    async def serve_forever(self) -> None:
-        """Start, serve until SIGINT or SIGTERM, then stop."""
+    async def _unload_all_models(self) -> bool:
+        """Unload every model, waiting at most exit_timeout_secs: an execute that never
+        returns (a hung in-process Python model) must not keep the server from stopping, as in
+        Triton. False when some model was still unloading then."""
+        unloads = asyncio.ensure_future(self.models.stop())
+        done, _ = await asyncio.wait((unloads,), timeout=self.settings.exit_timeout_secs)
+        if done:
+            unloads.result()
+            return True
+        logger.error(
+            "exit timeout (%g s): models still unloading, held by executes that did not return: "
+            "%s; stopping without them",
+            self.settings.exit_timeout_secs,
+            ", ".join(self.models.unloading_models()) or "?",
+        )
+        return False
+
+    async def serve_forever(self) -> bool:
+        """Start, serve until SIGINT or SIGTERM, then stop; returns what `stop` returns."""
         await self.start()
         logger.info(
             "serving: HTTP on %s:%s, gRPC on %s:%s, metrics on %s:%s",
@@ -169,4 +187,4 @@ class TridentServer:
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         logger.info("shutting down")
-        await self.stop()
+        return await self.stop()

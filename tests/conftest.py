@@ -4,6 +4,10 @@ integration, tests/e2e -> e2e. Helpers to start servers and write models: tests/
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import os
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +16,26 @@ import pytest
 from tests.helpers import RunningServer, running_server
 
 _MARKERS = ("unit", "integration", "e2e")
+
+
+#: How long the interpreter may take to exit once the tests are done.
+EXIT_WATCHDOG_S = 120.0
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread that never ends (a hung model execute a test left behind) would keep the
+    interpreter from exiting after the summary, for ever: past EXIT_WATCHDOG_S, print every
+    thread's stack and exit with a failure instead."""
+
+    def watchdog() -> None:
+        sys.stderr.write(f"\ntests: still not exited {EXIT_WATCHDOG_S:g} s after the run:\n")
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(3)
+
+    timer = threading.Timer(EXIT_WATCHDOG_S, watchdog)
+    timer.daemon = True  # a normal exit does not wait for it
+    timer.start()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -90,6 +90,8 @@ def running_server(repositories: list[Path] | Path, **overrides: Any) -> Iterato
     finally:
         loop.call_soon_threadsafe(stop_event[0].set)
         thread.join(60)
+        if thread.is_alive():  # the loop still runs: closing it would only hide why
+            raise RuntimeError("the server did not stop within 60 s")
         loop.close()
 
 

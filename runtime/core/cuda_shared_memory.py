@@ -97,9 +97,7 @@ class CudaSharedMemoryRegistry:
     every register call is refused before CUDA is touched (`--allow-shared-memory=false`).
     """
 
-    def __init__(
-        self, runtime: CudaRuntime | None = None, allow_registration: bool = True
-    ) -> None:
+    def __init__(self, runtime: CudaRuntime | None = None, allow_registration: bool = True) -> None:
         self.allow_registration = allow_registration
         self._runtime = runtime
         self._regions: dict[str, _Region] = {}

@@ -286,6 +286,13 @@ class ModelManager:
                 pass
         await asyncio.gather(*(self.unload(name) for name in list(self._records)))
 
+    def unloading_models(self) -> list[str]:
+        return [
+            name
+            for name, record in self._records.items()
+            if any(state.state == UNLOADING for state in record.versions.values())
+        ]
+
     async def _poll_forever(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)

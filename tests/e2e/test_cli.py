@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from perf.peers import start_trident, trident_command
@@ -144,3 +147,51 @@ def test_top_level_help_explains_every_flag_and_flags_alone_mean_serve() -> None
     )
     assert as_tritonserver.returncode == 1
     assert "is not a folder" in as_tritonserver.stderr
+
+
+HANGING_MODEL_PY = """\
+from pathlib import Path
+import time
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        (Path(__file__).parent / "hanging").touch()
+        time.sleep(3600)
+"""
+
+
+def test_a_hung_model_does_not_keep_the_server_from_stopping(tmp_path: Path) -> None:
+    """Triton's --exit-timeout-secs: an execute that never returns is waited for that long,
+    then the server exits anyway (status 1, the model named in the log)."""
+    version = tmp_path / "repository" / "hangs" / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(HANGING_MODEL_PY)
+    (version.parent / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+        'output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
+    )
+    with start_trident(
+        version.parents[1], log_dir=tmp_path / "log", extra_args=["--exit-timeout-secs=2"]
+    ) as server:
+        body = json.dumps(
+            {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1]}]}
+        ).encode()
+        request = urllib.request.Request(
+            f"http://{server.http_url}/v2/models/hangs/infer", data=body, method="POST"
+        )
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(urllib.request.urlopen, request, timeout=60)
+            deadline = time.monotonic() + 30
+            while not (version / "hanging").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert (version / "hanging").exists()
+            started = time.monotonic()
+            # Before: the server waited for the execute for ever (killed here after 40 s).
+            assert server.stop(timeout_s=40) == 1
+            assert time.monotonic() - started < 30
+            with contextlib.suppress(OSError):
+                pending.result()
+        assert "models still unloading" in server.log_tail(200)
+        assert "hangs" in server.log_tail(200)

@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -340,7 +341,9 @@ def test_unload_removes_the_model_process_and_its_shared_memory(explicit) -> Non
     assert _wait_until(lambda: not _alive(pid) and not _our_files() - before)
 
 
-def test_an_unload_kills_a_hung_model_process_after_its_grace_period(explicit, monkeypatch) -> None:
+def test_an_unload_kills_a_hung_model_process_after_its_grace_period(
+    explicit, monkeypatch, caplog
+) -> None:
     monkeypatch.setattr(isolated_instance, "UNLOAD_GRACE_S", 0.5)
     client = httpclient.InferenceServerClient(explicit.http_url, network_timeout=120)
     config = {
@@ -357,18 +360,26 @@ def test_an_unload_kills_a_hung_model_process_after_its_grace_period(explicit, m
     }
     client.load_model(MISBEHAVING, config=json.dumps(config))
     pid = _pid(client)
-    tensor = httpclient.InferInput("INPUT0", [2], "FP32")
-    tensor.set_data_from_numpy(np.zeros(2, np.float32))
-    # its own client: one client's connection would carry the unload only after the infer
-    hung = httpclient.InferenceServerClient(explicit.http_url, network_timeout=60)
-    pending = hung.async_infer(MISBEHAVING, [tensor], parameters={"action": "hang"})
-    time.sleep(0.3)
-    started = time.monotonic()
-    client.unload_model(MISBEHAVING)
-    with pytest.raises(InferenceServerException, match="unload"):
-        pending.get_result()
+
+    def hang() -> str:
+        # A client of its own, on a thread of its own: the unload must not wait behind it.
+        hung = httpclient.InferenceServerClient(explicit.http_url, network_timeout=60)
+        try:
+            _http_infer(hung, MISBEHAVING, np.zeros(2, np.float32), {"action": "hang"})
+        except InferenceServerException as exc:
+            return str(exc)
+        return "answered"
+
+    with caplog.at_level(logging.INFO), ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(hang)
+        # Unload only once the model is running the execute (not while the request travels).
+        assert _wait_until(lambda: "isolated model hangs now" in caplog.text, 30)
+        started = time.monotonic()
+        client.unload_model(MISBEHAVING)
+        assert "unload" in pending.result(timeout=60)
     assert _wait_until(lambda: not _alive(pid))
     assert time.monotonic() - started < 20
+    assert not client.is_model_ready(MISBEHAVING)
     assert client.is_server_live()
 
 

@@ -95,6 +95,9 @@ class IsolatedModelInstance(ModelInstance):
         self._restart: asyncio.Future[None] | None = None
         self._closing = False
         self._unloading = False
+        #: When an unload began plus UNLOAD_GRACE_S (loop time): a batch still running then
+        #: is killed, whether it started before the unload or was queued and started after.
+        self._unload_deadline = 0.0
         self.restarts = 0
         #: Shown as the reason of this model in the repository index while not empty.
         self.health_reason = ""
@@ -263,6 +266,8 @@ class IsolatedModelInstance(ModelInstance):
         for tag, request in items:
             self._open[tag] = request
             request.cancellation.add_callback(self._cancel_callback(process, tag))
+        if self._unloading:  # queued before the unload, started after: the same deadline
+            self._loop.call_at(self._unload_deadline, self._kill_if_busy)
         return future
 
     def _cancel_callback(self, process: ModelProcess, tag: int) -> Any:
@@ -492,14 +497,15 @@ class IsolatedModelInstance(ModelInstance):
         executes): a process still busy UNLOAD_GRACE_S later is killed, so that a hung model
         cannot hold up an unload or a server stop for ever."""
         self._unloading = True
-        self._loop.call_later(UNLOAD_GRACE_S, self._kill_if_busy)
+        self._unload_deadline = self._loop.time() + UNLOAD_GRACE_S
+        self._loop.call_at(self._unload_deadline, self._kill_if_busy)
 
     def _kill_if_busy(self) -> None:
         batch, process = self._batch, self._process
         if batch is None or process is None or process.closed or batch[1].done():
             return
         self._death_cause = (
-            f"was still running an execute {UNLOAD_GRACE_S:.0f} s after the model's unload "
+            f"was still running an execute {UNLOAD_GRACE_S:g} s after the model's unload "
             "began and was killed"
         )
         logger.error("model '%s' instance '%s': %s", self._name, self._instance, self._death_cause)

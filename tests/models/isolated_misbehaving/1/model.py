@@ -18,6 +18,7 @@ class TritonPythonModel:
             if action == "exit":
                 os._exit(3)
             if action == "hang":
+                pb_utils.Logger.log_warn("isolated model hangs now")
                 time.sleep(3600)
             if action == "system_exit":
                 raise SystemExit(5)
