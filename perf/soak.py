@@ -45,7 +45,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from perf.peers import ServerProcess, _process_tree, start_trident
+from tests.launcher import ServerProcess, process_tree, start_trident
 
 IDENTITY_PY = """
 import triton_python_backend_utils as pb_utils
@@ -274,7 +274,7 @@ def rss_kib(pid: int) -> int:
 def memory(server: ServerProcess) -> tuple[int, int]:
     """(server VmRSS, VmRSS of its child processes) in KiB."""
     pid = server.process.pid
-    children = [p for p in _process_tree(pid) if p != pid]
+    children = [p for p in process_tree(pid) if p != pid]
     return rss_kib(pid), sum(rss_kib(p) for p in children)
 
 

@@ -12,7 +12,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from perf.peers import start_trident, trident_command
+from tests.launcher import start_trident, trident_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from perf.peers import start_trident
+from tests.launcher import start_trident
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

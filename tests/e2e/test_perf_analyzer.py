@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from perf import peers
+from tests.launcher import ServerProcess, start_trident
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +36,14 @@ def perf_analyzer() -> peers.PerfAnalyzer:
 @pytest.fixture(scope="module")
 def trident_server(
     tmp_path_factory: pytest.TempPathFactory, perf_analyzer: peers.PerfAnalyzer
-) -> Iterator[peers.ServerProcess]:
+) -> Iterator[ServerProcess]:
     """`trident serve` as a subprocess, on free loopback ports, serving the identity model."""
     repository = tmp_path_factory.mktemp("repository")
     peers.write_identity_model(repository, "identity", max_batch_size=0)
     logs = tmp_path_factory.mktemp("logs")
     # --exit-on-error: a model that fails to load ends the command at once, with the reason in
     # its log, instead of a server that never turns ready.
-    with peers.start_trident(
-        repository, extra_args=["--exit-on-error"], log_dir=Path(logs)
-    ) as server:
+    with start_trident(repository, extra_args=["--exit-on-error"], log_dir=Path(logs)) as server:
         yield server
     # A clean shutdown on SIGTERM is part of the command's contract.
     assert server.process.returncode == 0, server.log_tail()
@@ -68,7 +67,7 @@ def validated_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_perf_analyzer_measures_trident(
     perf_analyzer: peers.PerfAnalyzer,
-    trident_server: peers.ServerProcess,
+    trident_server: ServerProcess,
     validated_input: Path,
     protocol: str,
     shared_memory: str,

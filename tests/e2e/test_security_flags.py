@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from perf.peers import trident_command
+from tests.launcher import trident_command
 
 
 @pytest.mark.parametrize(
