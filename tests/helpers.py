@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import textwrap
 import threading
 from collections.abc import Coroutine, Iterator
@@ -113,20 +114,26 @@ def write_model(
     return model_dir
 
 
-IDENTITY_MODEL_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
+#: The suite's test models, one folder each (config.pbtxt, 1/model.py), named as they serve.
+MODELS = Path(__file__).resolve().parent / "models"
+_BYTECODE = shutil.ignore_patterns("__pycache__")  # left there by anything that imported one
 
 
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            tensor = pb_utils.get_input_tensor_by_name(request, "INPUT0")
-            out = pb_utils.Tensor("OUTPUT0", tensor.as_numpy())
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-        return responses
-"""
+def copy_models(repository: Path, *names: str) -> Path:
+    """Copy tests/models/<name> for each of `names` into `repository`; return `repository`."""
+    repository.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        shutil.copytree(MODELS / name, repository / name, ignore=_BYTECODE)
+    return repository
+
+
+def model_source(name: str) -> str:
+    """The model.py of tests/models/<name>, for a test that serves it under its own config."""
+    return (MODELS / name / "1" / "model.py").read_text()
+
+
+#: Returns INPUT0 as OUTPUT0: served under many configs (names, shapes, data types).
+IDENTITY_MODEL_PY = model_source("identity_fp32")
 
 
 def identity_config(

@@ -14,47 +14,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import running_server, write_model
+from tests.helpers import model_source, running_server, write_model
 
-# One Python model per arithmetic op; each logs when it starts and ends to REPO/timeline.txt so
-# the test can see which steps overlapped.
-STEP_MODEL_PY = """
-import time
-from pathlib import Path
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-OP = "{op}"
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.timeline = Path(args["model_repository"]).parent / "timeline.txt"
-
-    def execute(self, requests):
-        start = time.monotonic()
-        responses = []
-        for request in requests:
-            a = pb_utils.get_input_tensor_by_name(request, "A").as_numpy()
-            if OP == "add_one":
-                out = a + 1
-            elif OP == "double":
-                time.sleep(0.3)
-                out = a * 2
-            elif OP == "square":
-                time.sleep(0.3)
-                out = a * a
-            elif OP == "sum":
-                out = a + pb_utils.get_input_tensor_by_name(request, "B").as_numpy()
-            else:
-                raise ValueError("bad things happened in " + OP)
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor("Y", out.astype(np.float32))]))
-        with open(self.timeline, "a") as log:
-            log.write(f"{{OP}} {{start}} {{time.monotonic()}}\\n")
-        return responses
-"""
+#: One Python model per arithmetic op, the op its name (tests/models/ensemble_step); each logs
+#: when it starts and ends to REPO/timeline.txt so the test can see which steps overlapped.
+STEP_MODEL_PY = model_source("ensemble_step")
 
 
 def _step_config(name: str, two_inputs: bool = False) -> str:
@@ -128,7 +92,7 @@ def _write_ensemble(repo: Path, name: str, config: str) -> None:
 
 def _write_repo(repo: Path, with_ensembles: bool = True) -> None:
     for op in ("add_one", "double", "square", "sum", "fails"):
-        write_model(repo, op, STEP_MODEL_PY.format(op=op), _step_config(op, op == "sum"))
+        write_model(repo, op, STEP_MODEL_PY, _step_config(op, op == "sum"))
     if with_ensembles:
         _write_ensemble(repo, "pipe", PIPE_CONFIG)
         _write_ensemble(repo, "broken_pipe", BROKEN_PIPE_CONFIG)

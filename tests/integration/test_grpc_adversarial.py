@@ -33,7 +33,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.helpers import running_server, write_model
+from tests.helpers import copy_models, running_server
 from trident.runtime.frontends.grpc.http2 import frames as codes
 from trident.runtime.frontends.grpc.http2.connection import Http2Connection
 from trident.runtime.frontends.grpc.native.server import NativeGrpcServer
@@ -49,30 +49,6 @@ WRITE_LIMIT = 1024 * 1024
 #: server for seconds to minutes).
 PROMPT = 3.0
 
-#: Answers each request with IN[0] zero bytes: small requests, large responses.
-EXPAND_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            size = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
-            out = pb_utils.Tensor("OUT", np.zeros(size, dtype=np.uint8))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-        return responses
-"""
-
-EXPAND_CONFIG = """
-name: "expand"
-backend: "python"
-max_batch_size: 0
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_UINT8 dims: [ -1 ] } ]
-"""
-
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 LIVE = "/inference.GRPCInferenceService/ServerLive"
 
@@ -81,7 +57,7 @@ LIVE = "/inference.GRPCInferenceService/ServerLive"
 def server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("adversarial_repo")
     write_test_models(repository, tmp_path_factory.mktemp("markers"))
-    write_model(repository, "expand", EXPAND_PY, EXPAND_CONFIG)
+    copy_models(repository, "expand")
     with running_server(
         repository,
         allow_http=False,

@@ -18,10 +18,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpcclient
 
-from tests.helpers import running_server, write_model
+from tests.helpers import copy_models, running_server
 from trident.runtime.protocol import grpc_service_pb2 as gs
 
-from .grpc_support import GRPC_IMPLEMENTATIONS, simple_config, write_test_models
+from .grpc_support import GRPC_IMPLEMENTATIONS, write_test_models
 
 
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
@@ -173,24 +173,7 @@ def test_a_client_speaking_garbage_is_dropped_and_others_are_served(server):
 def test_calls_in_flight_finish_when_the_server_stops(tmp_path):
     write_test_models(tmp_path / "repo", tmp_path / "markers")
     (tmp_path / "markers").mkdir()
-    slow = """
-import time
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        time.sleep(0.5)
-        out = pb_utils.Tensor("OUTPUT0", np.ones(1, dtype=np.float32))
-        return [pb_utils.InferenceResponse(output_tensors=[out]) for _ in requests]
-"""
-    write_model(
-        tmp_path / "repo",
-        "half_second",
-        slow,
-        simple_config("half_second", "INPUT0", "OUTPUT0", "TYPE_FP32", decoupled=False),
-    )
+    copy_models(tmp_path / "repo", "half_second")
     outcome: list[object] = []
     with running_server(tmp_path / "repo", allow_http=False, exit_timeout_secs=10) as running:
         client = grpcclient.InferenceServerClient(running.grpc_url)

@@ -7,79 +7,15 @@ import json
 
 import pytest
 
-from tests.helpers import running_server, write_model
+from tests.helpers import copy_models, running_server
 
 from .http_support import post_json, request, sse_events
-
-UPPER_PY = """
-import json
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            text = pb_utils.get_input_tensor_by_name(request, "text_input").as_numpy()
-            repeat = pb_utils.get_input_tensor_by_name(request, "repeat")
-            count = 1 if repeat is None else int(repeat.as_numpy().reshape(-1)[0])
-            out = np.array([text.reshape(-1)[0].upper() * count], dtype=np.object_)
-            params = json.loads(request.parameters())
-            lengths = np.array([len(out[0]), len(params)], dtype=np.int32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("text_output", out), pb_utils.Tensor("lengths", lengths)]))
-        return responses
-"""
-
-UPPER_CONFIG = """
-name: "upper"
-backend: "python"
-max_batch_size: 0
-input [ { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] },
-        { name: "repeat" data_type: TYPE_INT32 dims: [ 1 ] optional: true } ]
-output [ { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] },
-         { name: "lengths" data_type: TYPE_INT32 dims: [ 2 ] } ]
-"""
-
-WORDS_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        for request in requests:
-            sender = request.get_response_sender()
-            text = pb_utils.get_input_tensor_by_name(request, "text_input").as_numpy()
-            for word in text.reshape(-1)[0].decode().split():
-                if word == "fail":
-                    sender.send(pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError("the model refused 'fail'")),
-                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                    break
-                out = pb_utils.Tensor("text_output", np.array([word.encode()], dtype=np.object_))
-                sender.send(pb_utils.InferenceResponse(output_tensors=[out]))
-            else:
-                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        return None
-"""
-
-WORDS_CONFIG = """
-name: "words"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "text_input" data_type: TYPE_STRING dims: [ 1 ] } ]
-output [ { name: "text_output" data_type: TYPE_STRING dims: [ 1 ] } ]
-"""
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("http_generate_repo")
-    write_model(repository, "upper", UPPER_PY, UPPER_CONFIG)
-    write_model(repository, "words", WORDS_PY, WORDS_CONFIG)
+    copy_models(repository, "upper", "words")
     with running_server(repository, allow_grpc=False) as running:
         yield running
 

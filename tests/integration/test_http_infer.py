@@ -17,18 +17,10 @@ import tritonclient.http.aio as aiohttpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IDENTITY_MODEL_PY, running_server, write_model
+from tests.helpers import IDENTITY_MODEL_PY, copy_models, running_server, write_model
 
-from .grpc_support import TICKER_PY
+from .grpc_support import IDENT_CONFIG, copy_marked_models
 from .http_support import request, sse_events
-
-IDENT_CONFIG = """
-name: "ident"
-backend: "python"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] label_filename: "labels.txt" } ]
-"""
 
 STRINGS_CONFIG = """
 name: "strings"
@@ -38,97 +30,6 @@ input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
 """
 
-ECHO_PY = """
-import json
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            params = np.array([request.parameters().encode()], dtype=np.object_)
-            rid = np.array([request.request_id().encode()], dtype=np.object_)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("PARAMS", params), pb_utils.Tensor("ID", rid)]))
-        return responses
-"""
-
-ECHO_CONFIG = """
-name: "echo"
-backend: "python"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] } ]
-output [ { name: "PARAMS" data_type: TYPE_STRING dims: [ 1 ] },
-         { name: "ID" data_type: TYPE_STRING dims: [ 1 ] } ]
-"""
-
-REPEAT_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        for request in requests:
-            sender = request.get_response_sender()
-            count = int(pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()[0])
-            for index in range(count):
-                out = pb_utils.Tensor("OUT", np.array([index], dtype=np.int32))
-                sender.send(pb_utils.InferenceResponse(output_tensors=[out]))
-            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-        return None
-"""
-
-REPEAT_CONFIG = """
-name: "repeat"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ 1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
-
-SLOW_PY = """
-import json
-import time
-from pathlib import Path
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        config = json.loads(args["model_config"])
-        self.marker = Path(config["parameters"]["marker"]["string_value"])
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            self.marker.with_suffix(".started").write_text("running")
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline and not request.is_cancelled():
-                time.sleep(0.02)
-            if request.is_cancelled():
-                self.marker.write_text("cancelled")
-            out = pb_utils.Tensor("OUTPUT0", np.zeros(1, dtype=np.float32))
-            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
-        return responses
-"""
-
-
-def slow_config(marker: Path, name: str = "slow", decoupled: bool = False) -> str:
-    return f"""
-name: "{name}"
-backend: "python"
-max_batch_size: 0
-model_transaction_policy {{ decoupled: {str(decoupled).lower()} }}
-input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
-output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }} ]
-parameters {{ key: "marker" value: {{ string_value: "{marker}" }} }}
-"""
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -136,11 +37,9 @@ def server(tmp_path_factory):
     model_dir = write_model(repository, "ident", IDENTITY_MODEL_PY, IDENT_CONFIG)
     (model_dir / "labels.txt").write_text("a\nb\nc\nd\n")
     write_model(repository, "strings", IDENTITY_MODEL_PY, STRINGS_CONFIG)
-    write_model(repository, "echo", ECHO_PY, ECHO_CONFIG)
-    write_model(repository, "repeat", REPEAT_PY, REPEAT_CONFIG)
+    copy_models(repository, "echo", "repeat")
     markers = tmp_path_factory.mktemp("markers")
-    write_model(repository, "slow", SLOW_PY, slow_config(markers / "slow"))
-    write_model(repository, "ticker", TICKER_PY, slow_config(markers / "ticker", "ticker", True))
+    copy_marked_models(repository, markers, "slow", "ticker")
     with running_server(repository, allow_grpc=False) as running:
         running.markers = markers  # type: ignore[attr-defined]
         yield running

@@ -13,25 +13,16 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IDENTITY_MODEL_PY, identity_config, running_server, write_model
+from tests.helpers import (
+    IDENTITY_MODEL_PY,
+    identity_config,
+    model_source,
+    running_server,
+    write_model,
+)
 
-VERSIONED_MODEL_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.version = float(args["model_version"])
-
-    def execute(self, requests):
-        return [
-            pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
-                "OUTPUT0",
-                pb_utils.get_input_tensor_by_name(r, "INPUT0").as_numpy() + self.version)])
-            for r in requests
-        ]
-"""
+#: tests/models/versioned: adds its version number to INPUT0.
+VERSIONED_MODEL_PY = model_source("versioned")
 
 
 def _infer_http(client: httpclient.InferenceServerClient, model: str, version: str = "") -> float:

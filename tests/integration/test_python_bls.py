@@ -9,51 +9,13 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IDENTITY_MODEL_PY, identity_config, running_server, write_model
-
-BLS_SYNC_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0")
-            target = request.parameters() and __import__("json").loads(request.parameters()).get(
-                "target", "inner")
-            inner = pb_utils.InferenceRequest(
-                model_name=target, inputs=[pb_utils.Tensor("INPUT0", x.as_numpy() * 2)],
-                requested_output_names=["OUTPUT0"])
-            result = inner.exec()
-            if result.has_error():
-                responses.append(pb_utils.InferenceResponse(error=result.error()))
-                continue
-            out = pb_utils.get_output_tensor_by_name(result, "OUTPUT0").as_numpy() + 1
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", out)]))
-        return responses
-"""
-
-BLS_ASYNC_PY = """
-import asyncio
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    async def execute(self, requests):
-        responses = []
-        for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-            calls = [pb_utils.InferenceRequest(
-                model_name="inner", inputs=[pb_utils.Tensor("INPUT0", x + i)],
-                requested_output_names=["OUTPUT0"]).async_exec() for i in range(3)]
-            results = await asyncio.gather(*calls)
-            total = sum(pb_utils.get_output_tensor_by_name(r, "OUTPUT0").as_numpy()
-                        for r in results)
-            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", total)]))
-        return responses
-"""
+from tests.helpers import (
+    IDENTITY_MODEL_PY,
+    copy_models,
+    identity_config,
+    running_server,
+    write_model,
+)
 
 
 def _infer(client, model: str, value: float, parameters=None) -> np.ndarray:
@@ -66,8 +28,7 @@ def _infer(client, model: str, value: float, parameters=None) -> np.ndarray:
 def server(tmp_path_factory):
     repository: Path = tmp_path_factory.mktemp("bls")
     write_model(repository, "inner", IDENTITY_MODEL_PY, identity_config("inner"))
-    write_model(repository, "outer", BLS_SYNC_PY, identity_config("outer"))
-    write_model(repository, "outer_async", BLS_ASYNC_PY, identity_config("outer_async"))
+    copy_models(repository, "outer", "outer_async")
     with running_server(repository) as running:
         yield running
 

@@ -14,46 +14,10 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import RunningServer, running_server, write_model
+from tests.helpers import RunningServer, model_source, running_server, write_model
 
-#: Sums its inputs per sequence, starting over on START, skipping slots that are not READY.
-#: It also echoes what the batcher and the request told it: flags() and the CORRID control.
-ACCUMULATOR_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-def scalar(request, name):
-    return pb_utils.get_input_tensor_by_name(request, name).as_numpy().reshape(-1)[0]
-
-
-class TritonPythonModel:
-    def initialize(self, args):
-        self.sums = {}
-
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            value = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
-            shape = value.shape
-            if int(scalar(request, "READY")) == 0:
-                total = 0
-            else:
-                key = request.correlation_id()
-                if int(scalar(request, "START")) == 1:
-                    self.sums[key] = 0
-                self.sums[key] += int(value.reshape(-1)[0])
-                total = self.sums[key]
-            corrid = np.empty(1, dtype=object)
-            corrid[0] = scalar(request, "CORRID")
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("OUTPUT", np.full(shape, total, np.int32)),
-                pb_utils.Tensor("FLAGS", np.full(shape, request.flags(), np.int32)),
-                pb_utils.Tensor("CORRID_OUT", corrid.reshape(shape)),
-                pb_utils.Tensor("BATCH", np.full(shape, len(requests), np.int32)),
-            ]))
-        return responses
-"""
+#: tests/models/accumulate: sums its inputs per sequence and echoes the flags and CORRID it saw.
+ACCUMULATOR_PY = model_source("accumulate")
 
 
 def accumulator_config(
@@ -82,25 +46,8 @@ sequence_batching {{
 """
 
 
-#: Keeps nothing itself: the server feeds STATE_IN and keeps STATE_OUT (implicit state).
-STATEFUL_PY = """
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            value = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
-            state = pb_utils.get_input_tensor_by_name(request, "STATE_IN").as_numpy()
-            total = (state + value).astype(np.int32)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("OUTPUT", total),
-                pb_utils.Tensor("STATE_OUT", total),
-            ]))
-        return responses
-"""
+#: tests/models/stateful: keeps nothing itself, the server keeps its state (implicit state).
+STATEFUL_PY = model_source("stateful")
 
 STATEFUL_CONFIG = """
 name: "NAME"
