@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,18 +21,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import RunningServer, running_server
+from tests.helpers import MODELS, RunningServer, copy_models, running_server
 from trident.backends.python.isolation import instance as isolated_instance
 from trident.backends.python.isolation import shm
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 MISBEHAVING = "isolated_misbehaving"
-
-
-def _repository(tmp_path: Path, *names: str) -> Path:
-    for name in names:
-        shutil.copytree(MODELS / name, tmp_path / name)
-    return tmp_path
 
 
 def _our_files() -> set[str]:
@@ -86,7 +78,7 @@ def _reason(client: httpclient.InferenceServerClient, model: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    repository = _repository(
+    repository = copy_models(
         tmp_path_factory.mktemp("isolation"),
         MISBEHAVING,
         "identity_fp32",
@@ -276,7 +268,7 @@ def test_log_lines_of_a_model_process_reach_the_server_log(http, caplog) -> None
 
 @pytest.fixture(scope="module")
 def explicit(tmp_path_factory: pytest.TempPathFactory):
-    repository = _repository(
+    repository = copy_models(
         tmp_path_factory.mktemp("explicit"),
         MISBEHAVING,
         "raises_base_exception",
@@ -384,7 +376,7 @@ def test_an_unload_kills_a_hung_model_process_after_its_grace_period(
 
 
 def test_a_crash_and_a_server_stop_leave_no_process_or_file(tmp_path: Path) -> None:
-    repository = _repository(tmp_path, MISBEHAVING)
+    repository = copy_models(tmp_path, MISBEHAVING)
     before = _our_files()  # other servers of this test process have theirs
     with running_server(repository) as running:
         client = httpclient.InferenceServerClient(running.http_url, network_timeout=60)

@@ -4,18 +4,15 @@ output parameters) answer the same refusal, in the same words, on HTTP and on gR
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.helpers import running_server
+from tests.helpers import copy_models, running_server
 from tests.integration.http_support import request
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 MODEL = "echo_fp32"
 BAD_VERSION = (
     "failed to get model version from specified version string '{}', version should be an "
@@ -25,8 +22,7 @@ BAD_VERSION = (
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repository = tmp_path_factory.mktemp("rules")
-    shutil.copytree(MODELS / MODEL, repository / MODEL)
+    repository = copy_models(tmp_path_factory.mktemp("rules"), MODEL)
     with running_server(repository) as running:
         yield running
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import running_server
+from tests.helpers import copy_models, running_server
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 CORE_STAGES = [
     "REQUEST_START",
     "QUEUE_START",
@@ -39,10 +37,7 @@ GRPC_STAGES = [
 
 @pytest.fixture
 def repository(tmp_path):
-    repository = tmp_path / "models"
-    for name in ("echo_fp32", "echo_twice", "raises"):
-        shutil.copytree(MODELS / name, repository / name)
-    return repository
+    return copy_models(tmp_path / "models", "echo_fp32", "echo_twice", "raises")
 
 
 def _traced_server(repository: Path, trace_file: Path, *extra: str):

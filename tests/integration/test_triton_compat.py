@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +13,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import running_server
-
-MODELS = Path(__file__).resolve().parent.parent / "models"
-
-
-def copy_models(names: list[str], repository: Path) -> Path:
-    for name in names:
-        shutil.copytree(MODELS / name, repository / name)
-    return repository
+from tests.helpers import copy_models, running_server
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repository = copy_models(
-        ["classify_types", "raises", "raises_batched"], tmp_path_factory.mktemp("compat")
+        tmp_path_factory.mktemp("compat"), "classify_types", "raises", "raises_batched"
     )
     with running_server(repository) as running:
         yield running
