@@ -23,6 +23,7 @@ import asyncio
 import gc
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 from trident.backends.base import (
     EXECUTING_INLINE,
@@ -34,8 +35,19 @@ from trident.runtime.errors import ModelExecutionError, TridentError
 from trident.runtime.observability.tracing import record_compute
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
-#: (responses or None when decoupled, start, input_end, output_start, end) in monotonic ns.
-Outcome = tuple[list[InferenceResponse] | None, int, int, int, int]
+
+class Outcome(NamedTuple):
+    """What one execution produced, and when its stages happened (monotonic ns)."""
+
+    #: One response per request, in order; None for a decoupled model (it sent them itself).
+    responses: list[InferenceResponse] | None
+    start_ns: int
+    #: When the instance had its inputs ready (`start_ns` if it did not say).
+    input_end_ns: int
+    #: When the instance began producing outputs (`end_ns` if it did not say).
+    output_start_ns: int
+    end_ns: int
+
 
 #: Executions averaging less than this run inline (0 turns inline execution off).
 DEFAULT_INLINE_THRESHOLD_NS = 1_000_000
@@ -125,8 +137,8 @@ class InstanceWorker:
         return self._outcome(requests, responses, timing, start)  # type: ignore[arg-type]
 
     async def execute(self, requests: list[InferenceRequest]) -> Outcome:
-        """Run one batch. Returns (responses, start, input_end, output_start, end) in monotonic
-        ns; raises TridentError when the whole batch failed."""
+        """Run one batch and say what it produced and when; raises TridentError when the whole
+        batch failed."""
         timing = ComputeTiming()
         start = time.monotonic_ns()
         try:
@@ -166,10 +178,10 @@ class InstanceWorker:
                 f"instance '{self.name}' returned {len(responses)} responses for "
                 f"{len(requests)} requests"
             )
-        outcome = responses, start, input_end, output_start, end
+        outcome = Outcome(responses, start, input_end, output_start, end)
         for request in requests:
             if request.trace is not None:  # traced requests get the execution's stages
-                record_compute(requests, outcome)
+                record_compute(requests, responses, start, input_end, output_start, end)
                 break
         return outcome
 

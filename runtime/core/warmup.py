@@ -224,7 +224,7 @@ async def _warm_up_instance(
                     else SingleResponder(loop, loop_thread)
                 )
             try:
-                responses = (await worker.execute(requests))[0]
+                responses = (await worker.execute(requests)).responses
                 errors = await _errors(requests, responses)
             except TridentError as exc:
                 errors = [exc.message]

@@ -446,10 +446,16 @@ def send_traced(trace: RequestTrace, protocol: str, encode: Callable[[R], T], re
     return reply
 
 
-def record_compute(requests: Iterable[Any], outcome: tuple[Any, int, int, int, int]) -> None:
+def record_compute(
+    requests: Iterable[Any],
+    responses: list[Any] | None,
+    start: int,
+    input_end: int,
+    output_start: int,
+    end: int,
+) -> None:
     """Stamp the execution into each traced request of a batch (called by the instance
-    worker; `outcome` is its (responses, start, input_end, output_start, end))."""
-    responses, start, input_end, output_start, end = outcome
+    worker: its responses, None when decoupled, and its stages in monotonic ns)."""
     for index, request in enumerate(requests):
         trace = request.trace
         if trace is not None:

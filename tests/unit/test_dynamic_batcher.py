@@ -17,14 +17,14 @@ from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import parse_config_text
 from trident.runtime.core.scheduling import create_scheduler
 from trident.runtime.core.scheduling.base import SingleResponder
+from trident.runtime.core.scheduling.close_reason import DYNAMIC_CLOSE_REASONS
 from trident.runtime.core.scheduling.dynamic_batcher import (
-    CLOSE_REASONS,
     BatcherSettings,
     DynamicBatcher,
     DynamicBatchScheduler,
 )
 from trident.runtime.core.scheduling.precise_timer import LoopTimer, TimerFdTimer, create_timer
-from trident.runtime.core.scheduling.queue_policy import DELAY, REJECT, QueuePolicy
+from trident.runtime.core.scheduling.queue_policy import QueuePolicy, TimeoutAction
 from trident.runtime.core.stats import ModelStats
 from trident.runtime.errors import ModelLoadError, UnavailableError
 from trident.runtime.observability.metrics import render_metrics
@@ -160,7 +160,7 @@ def test_higher_priority_levels_run_first_and_odd_priorities_use_the_default():
 
 
 def test_timeout_reject_fails_expired_requests_even_while_instances_are_busy():
-    policy = QueuePolicy(timeout_action=REJECT, default_timeout_us=1_000)
+    policy = QueuePolicy(timeout_action=TimeoutAction.REJECT, default_timeout_us=1_000)
     batcher = _batcher(max_batch_size=8, default_policy=policy)
     _add(batcher, 0, _request(1))
     _add(batcher, 500 * US, _request(2))
@@ -174,7 +174,7 @@ def test_timeout_reject_fails_expired_requests_even_while_instances_are_busy():
 
 
 def test_timeout_delay_moves_expired_requests_behind_the_others():
-    policy = QueuePolicy(timeout_action=DELAY, allow_timeout_override=True)
+    policy = QueuePolicy(timeout_action=TimeoutAction.DELAY, allow_timeout_override=True)
     batcher = _batcher(max_batch_size=1, default_policy=policy)
     _add(batcher, 0, _request(1, timeout_us=100), _request(2), _request(3))
     assert [_ids(batcher.poll(200 * US))[0] for _ in range(3)] == ["2", "3", "1"]
@@ -248,8 +248,8 @@ def test_settings_read_every_dynamic_batching_field():
     assert settings.preferred_batch_sizes == (2, 4)
     assert settings.max_queue_delay_us == 300
     assert (settings.priority_levels, settings.default_priority_level) == (2, 2)
-    assert settings.default_policy == QueuePolicy(DELAY, 7, True, 3)
-    assert settings.level_policies == {1: QueuePolicy(REJECT, 0, False, 9)}
+    assert settings.default_policy == QueuePolicy(TimeoutAction.DELAY, 7, True, 3)
+    assert settings.level_policies == {1: QueuePolicy(TimeoutAction.REJECT, 0, False, 9)}
 
 
 @pytest.mark.parametrize(
@@ -545,7 +545,7 @@ def test_a_full_queue_rejects_and_counts_the_failure():
 def test_reject_timeouts_fail_promptly_with_the_real_timer():
     async def scenario():
         loop = asyncio.get_running_loop()
-        policy = QueuePolicy(timeout_action=REJECT, default_timeout_us=20_000)
+        policy = QueuePolicy(timeout_action=TimeoutAction.REJECT, default_timeout_us=20_000)
         settings = BatcherSettings(max_batch_size=8, default_policy=policy)
         stats = ModelStats()
         scheduler, workers = _scheduler([RecordingModel([], delay_s=0.3)], settings, stats)
@@ -709,6 +709,6 @@ def test_batch_closes_are_logged_and_exported_as_metrics(caplog):
     lines = text.splitlines()
     assert "# TYPE trident_batch_close_total counter" in lines
     assert 'trident_batch_close_total{model="m",reason="no_more_requests",version="1"} 1' in lines
-    for reason in CLOSE_REASONS:
+    for reason in DYNAMIC_CLOSE_REASONS:
         assert f'trident_batch_close_total{{model="m",reason="{reason}",version="1"}}' in text
     assert 'model="plain",reason="queue_delay"' not in text

@@ -58,7 +58,7 @@ def test_added_workers_take_queued_work_and_removed_ones_finish_first():
         results = [await r.responder.result() for r in requests]
         # Now shrink to one worker while one of the removed ones is busy.
         busy = _request(loop)
-        running_on = scheduler._idle[-1]  # submit hands the request to the last idle worker
+        running_on = scheduler._pool.idle[-1]  # submit hands the request to the last idle one
         scheduler.submit(busy)
         keep = next(w for w in (first, *extra) if w is not running_on)
         removed = await scheduler.resize([keep])

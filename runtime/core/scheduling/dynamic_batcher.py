@@ -8,9 +8,10 @@ Two parts:
   says until when (`wakeup_ns`). Unit tests drive it with made-up times.
 - `DynamicBatchScheduler` is the thin asyncio driver: it feeds submitted requests to the
   batcher, runs each batch on a free instance (one batch per instance at a time, the next one
-  forming while instances are busy), wakes the batcher at its deadline with a precise timer
-  (precise_timer.py), delivers responses (in queue order when `preserve_ordering` is set) and
-  records statistics.
+  forming while instances are busy; the instances are a `WorkerPool`, worker_pool.py), wakes
+  the batcher at its deadline with a precise timer (precise_timer.py), delivers responses and
+  records statistics (delivery.py), in queue order when `preserve_ordering` is set
+  (ordered_delivery.py).
 
 A batch is counted in inferences (the sum of its requests' batch dimensions) and never exceeds
 `max_batch_size`. Why each batch closed is counted per model (`ModelStats.batch_close_reasons`,
@@ -24,38 +25,28 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trident.runtime.errors import ModelLoadError, TridentError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceRequest
 
-from .base import Responder, Scheduler, cancelled_error
+from .base import Scheduler, cancelled_error
+from .close_reason import DYNAMIC_CLOSE_REASONS, CloseReason
+from .delivery import deliver, fail, fail_execution
 from .direct import batch_size_of
+from .ordered_delivery import OrderedDelivery
 from .precise_timer import TimerFactory, WakeupTimer, create_timer
 from .queue_policy import PriorityQueue, QueuedRequest, QueuePolicy, level_policies
+from .worker_pool import WorkerChange, WorkerPool
 
 if TYPE_CHECKING:
-    from trident.runtime.core.instances import InstanceWorker, Outcome
+    from trident.runtime.core.instances import InstanceWorker
     from trident.runtime.core.stats import ModelStats
 
 logger = logging.getLogger("trident.batching")
-
-# Why a batch closed (the `reason` label of trident_batch_close_total).
-#: It holds max_batch_size inferences, or the next queued request would not fit.
-MAX_BATCH_SIZE = "max_batch_size"
-#: It reached a preferred_batch_size (or could not grow closer to the largest one).
-PREFERRED_SIZE = "preferred_size"
-#: Its oldest request waited max_queue_delay_microseconds and no more requests came.
-QUEUE_DELAY = "queue_delay"
-#: max_queue_delay_microseconds is 0 and the queue held no more requests.
-NO_MORE_REQUESTS = "no_more_requests"
-#: Its requests were ready to run but every instance was busy; it closed when one became free.
-INSTANCE_FREE = "instance_free"
-CLOSE_REASONS = (MAX_BATCH_SIZE, PREFERRED_SIZE, QUEUE_DELAY, NO_MORE_REQUESTS, INSTANCE_FREE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +100,8 @@ class Batch:
     entries: list[QueuedRequest]
     #: Inferences: the sum of the requests' batch dimensions.
     size: int
-    #: Why it closed (one of CLOSE_REASONS).
-    reason: str
+    #: Why it closed.
+    reason: CloseReason
     #: How long its oldest request waited in the queue.
     queue_delay_ns: int
 
@@ -247,76 +238,35 @@ class DynamicBatcher:
         waited = now_ns - oldest
         delay_exceeded = delay and waited + self.timer_lead_ns >= delay
         if best and not delay_exceeded:
-            reason = PREFERRED_SIZE if self._own_preferred and best < max_batch else MAX_BATCH_SIZE
+            reason = (
+                CloseReason.PREFERRED_SIZE
+                if self._own_preferred and best < max_batch
+                else CloseReason.MAX_BATCH_SIZE
+            )
             return self._take(best_count, reason, now_ns)
         if full:
-            return self._take(count, MAX_BATCH_SIZE, now_ns)
+            return self._take(count, CloseReason.MAX_BATCH_SIZE, now_ns)
         if delay_exceeded or not delay:
             if instance_waited:
-                reason = INSTANCE_FREE
+                reason = CloseReason.INSTANCE_FREE
+            elif delay:
+                reason = CloseReason.QUEUE_DELAY
             else:
-                reason = QUEUE_DELAY if delay else NO_MORE_REQUESTS
+                reason = CloseReason.NO_MORE_REQUESTS
             return self._take(count, reason, now_ns)
         if size >= max_preferred:  # one request larger than every preferred size
-            return self._take(count, PREFERRED_SIZE, now_ns)
+            return self._take(count, CloseReason.PREFERRED_SIZE, now_ns)
         self._waiting = True
         self._batch_deadline_ns = oldest + delay
         self._wake_size = min((p for p in preferred if p > size), default=max_preferred)
         return None
 
-    def _take(self, count: int, reason: str, now_ns: int) -> Batch:
+    def _take(self, count: int, reason: CloseReason, now_ns: int) -> Batch:
         self._waiting = False
         entries = self._queue.pop(count)
         oldest = min(entry.enqueued_ns for entry in entries)
         size = sum(entry.size for entry in entries)
         return Batch(entries, size, reason, now_ns - oldest)
-
-
-class _OrderedDelivery:
-    """`preserve_ordering`: responses reach the clients in the order their requests left the
-    queue, whichever instance finished first. Responses may come from any thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._slots: deque[_OrderedResponder] = deque()
-
-    def wrap(self, request: InferenceRequest) -> None:
-        slot = _OrderedResponder(self, request.responder)
-        with self._lock:
-            self._slots.append(slot)
-        request.responder = slot
-
-    def deliver(self, slot: _OrderedResponder, response: InferenceResponse) -> None:
-        with self._lock:  # held while sending, so two threads cannot interleave their flushes
-            slot.held.append(response)
-            slot.done = slot.done or response.final
-            slots = self._slots
-            while slots and slots[0].held:
-                head = slots[0]
-                for held in head.held:
-                    head.target.send(held)
-                head.held.clear()
-                if not head.done:
-                    break
-                slots.popleft()
-
-
-class _OrderedResponder:
-    """Stands in for a request's responder while its turn to deliver has not come."""
-
-    __slots__ = ("delivery", "done", "held", "target")
-
-    def __init__(self, delivery: _OrderedDelivery, target: Responder) -> None:
-        self.delivery = delivery
-        self.target = target
-        self.held: list[InferenceResponse] = []
-        self.done = False
-
-    def send(self, response: InferenceResponse) -> None:
-        self.delivery.deliver(self, response)
-
-    def fail(self, error: TridentError) -> None:
-        self.send(InferenceResponse(error=error, final=True))
 
 
 class DynamicBatchScheduler(Scheduler):
@@ -335,15 +285,13 @@ class DynamicBatchScheduler(Scheduler):
         self._model_name = model_name
         self._model_version = model_version
         self._batcher = DynamicBatcher(model_name, settings)
-        self._workers = list(workers)
-        self._idle = list(workers)
-        #: Workers removed by `resize` while busy -> resolved once their batch finished.
-        self._retiring: dict[InstanceWorker, asyncio.Future[None]] = {}
+        self._pool = WorkerPool(workers)
+        #: The pool's idle list, held here for the hot path (the pool changes it in place).
+        self._idle = self._pool.idle
         self._stats = stats
         self._clock = clock
         self._timer_factory = timer_factory
-        self._ordering = _OrderedDelivery() if settings.preserve_ordering else None
-        self._running: set[asyncio.Task[None]] = set()
+        self._ordering = OrderedDelivery() if settings.preserve_ordering else None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
@@ -352,7 +300,7 @@ class DynamicBatchScheduler(Scheduler):
         self._timer_target_ns = 0
         #: The most the batcher may end a delay early to make up for the timer's lateness.
         self._max_timer_lead_ns = settings.max_queue_delay_us * 1000 // 4
-        for reason in CLOSE_REASONS:  # every series exists from load on, like Triton's
+        for reason in DYNAMIC_CLOSE_REASONS:  # every series exists from load on, like Triton's
             stats.batch_close_reasons.setdefault(reason, 0)
 
     def pending_count(self) -> int:
@@ -403,7 +351,7 @@ class DynamicBatchScheduler(Scheduler):
         """A client cancelled: leave the queue now, fail as CANCELED."""
         if self._batcher.remove(entry):
             self._stats.pending = len(self._batcher)
-            self._fail(entry.request, cancelled_error(entry.request), self._clock())
+            fail(self._stats, entry.request, cancelled_error(entry.request), self._clock())
 
     def _on_timer(self) -> None:
         if self._stopping:
@@ -449,7 +397,7 @@ class DynamicBatchScheduler(Scheduler):
                 now = self._clock()
                 instance_waited = True  # what is still queued waited for this batch
                 continue
-            self._start(self._run(worker, batch, now))
+            self._pool.start(self._run(worker, batch, now))
         self._fail_rejected(now)
         self._arm()
 
@@ -468,11 +416,6 @@ class DynamicBatchScheduler(Scheduler):
                 batch.queue_delay_ns // 1000,
             )
 
-    def _start(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(coroutine)  # type: ignore[union-attr]
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
     async def _run(
         self,
         worker: InstanceWorker,
@@ -488,20 +431,14 @@ class DynamicBatchScheduler(Scheduler):
                 prepared = None
             else:
                 await self._execute(worker, batch, now)  # type: ignore[arg-type]
-            if self._stopping or worker in self._retiring:
+            if self._stopping or self._pool.is_retiring(worker):
                 break
             now = self._clock()
             batch = self._batcher.poll(now, instance_waited=True)
             self._fail_rejected(now)
             if batch is not None:
                 self._closed(batch)
-        retired = self._retiring.pop(worker, None)
-        if retired is not None:
-            if not retired.done():
-                retired.set_result(None)
-            return
-        self._idle.append(worker)
-        if not self._stopping:
+        if self._pool.release(worker) and not self._stopping:
             self._arm()
 
     def _run_now(self, worker: InstanceWorker, batch: Batch, queue_end: int) -> bool:
@@ -513,12 +450,12 @@ class DynamicBatchScheduler(Scheduler):
         try:
             outcome = worker.execute_now(requests)
         except TridentError as error:
-            self._fail_execution(requests, size, error, queue_end)
+            fail_execution(self._stats, requests, size, error, queue_end, self._clock())
             return True
         if outcome is None:
-            self._start(self._run(worker, None, queue_end, (requests, size)))
+            self._pool.start(self._run(worker, None, queue_end, (requests, size)))
             return False
-        self._deliver(requests, size, outcome, queue_end)
+        deliver(self._stats, requests, size, outcome, queue_end)
         return True
 
     async def _execute(self, worker: InstanceWorker, batch: Batch, queue_end: int) -> None:
@@ -532,9 +469,9 @@ class DynamicBatchScheduler(Scheduler):
         try:
             outcome = await worker.execute(requests)
         except TridentError as error:
-            self._fail_execution(requests, size, error, queue_end)
+            fail_execution(self._stats, requests, size, error, queue_end, self._clock())
             return
-        self._deliver(requests, size, outcome, queue_end)
+        deliver(self._stats, requests, size, outcome, queue_end)
 
     def _runnable(self, batch: Batch, queue_end: int) -> tuple[list[InferenceRequest], int]:
         """The batch's requests that should still run, and their inference count; fails the
@@ -544,7 +481,7 @@ class DynamicBatchScheduler(Scheduler):
         for entry in batch.entries:
             request = entry.request
             if request.cancellation.cancelled:  # cancelled from another thread just now
-                self._fail(request, cancelled_error(request), queue_end)
+                fail(self._stats, request, cancelled_error(request), queue_end)
                 continue
             if self._ordering is not None:
                 self._ordering.wrap(request)
@@ -552,44 +489,7 @@ class DynamicBatchScheduler(Scheduler):
             size += entry.size
         return requests, size
 
-    def _fail_execution(
-        self, requests: list[InferenceRequest], size: int, error: TridentError, start: int
-    ) -> None:
-        """The model ran the batch and raised: an execution all the same (Triton counts it)."""
-        self._stats.record_failed_execution(size, start, self._clock())
-        self._fail_all(requests, error)
-
-    def _fail_all(self, requests: list[InferenceRequest], error: TridentError) -> None:
-        now = self._clock()
-        for request in requests:
-            self._fail(request, error, now)
-
-    def _deliver(
-        self, requests: list[InferenceRequest], size: int, outcome: Outcome, queue_end: int
-    ) -> None:
-        responses, start, input_end, output_start, end = outcome
-        stats = self._stats
-        stats.record_execution(size, start, input_end, output_start, end)
-        if responses is None:  # decoupled: the instance sent its responses itself
-            for request in requests:
-                stats.record_success(
-                    request.arrival_ns, queue_end, start, input_end, output_start, end
-                )
-            return
-        for request, response in zip(requests, responses):
-            if response.error is not None:
-                stats.record_failure(response.error.failure_reason, request.arrival_ns, end)
-            else:
-                stats.record_success(
-                    request.arrival_ns, queue_end, start, input_end, output_start, end
-                )
-            request.responder.send(response)
-
     # ---------------------------------------------------------------- failures, stop
-
-    def _fail(self, request: InferenceRequest, error: TridentError, now: int) -> None:
-        self._stats.record_failure(error.failure_reason, request.arrival_ns, now)
-        request.responder.fail(error)
 
     def _fail_rejected(self, now: int) -> None:
         rejected = self._batcher.take_rejected()
@@ -597,45 +497,30 @@ class DynamicBatchScheduler(Scheduler):
             return
         self._stats.pending = len(self._batcher)
         for entry in rejected:
-            self._fail(
-                entry.request,
-                UnavailableError(
-                    f"request for model '{self._model_name}' timed out after waiting "
-                    f"{entry.timeout_us} us in the queue (timeout_action REJECT)"
-                ),
-                now,
+            error = UnavailableError(
+                f"request for model '{self._model_name}' timed out after waiting "
+                f"{entry.timeout_us} us in the queue (timeout_action REJECT)"
             )
+            fail(self._stats, entry.request, error, now)
 
     async def resize(self, workers: list[InstanceWorker]) -> list[InstanceWorker]:
         """Serve with `workers` from now on: added ones take queued batches at once, removed
         ones finish the batch they run. Returns the removed workers once they are idle."""
-        kept, current = set(workers), set(self._workers)
-        removed = [worker for worker in self._workers if worker not in kept]
-        added = [worker for worker in workers if worker not in current]
-        self._workers = list(workers)
-        waits = []
-        for worker in removed:
-            if worker in self._idle:
-                self._idle.remove(worker)
-            else:
-                future = self._retiring[worker] = asyncio.get_running_loop().create_future()
-                waits.append(future)
-        self._idle.extend(added)
-        if added and not self._stopping:
+        return await self._pool.resize(workers, self._serve_added)
+
+    def _serve_added(self, change: WorkerChange) -> None:
+        if change.added and not self._stopping:
             if self._loop is None:
                 self._bind_loop()
             self._pump(self._clock(), instance_waited=False)
-        if waits:
-            await asyncio.gather(*waits)
-        return removed
 
     async def stop(self) -> None:
         self._stopping = True
         if self._timer is not None:
             self._timer.close()
         now = self._clock()
+        error = UnavailableError(f"model '{self._model_name}' unloaded")
         for entry in self._batcher.drain():
-            self._fail(entry.request, UnavailableError(f"model '{self._model_name}' unloaded"), now)
+            fail(self._stats, entry.request, error, now)
         self._stats.pending = 0
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await self._pool.wait_running()

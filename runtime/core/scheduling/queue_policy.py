@@ -15,20 +15,28 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 
 from trident.runtime.errors import ModelLoadError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest
 
-REJECT = "REJECT"
-DELAY = "DELAY"
+
+
+class TimeoutAction(StrEnum):
+    """What happens to a request that waited its queue timeout out (`timeout_action`)."""
+
+    #: Fail it (UNAVAILABLE).
+    REJECT = "REJECT"
+    #: Move it behind the level's other requests, where it waits for good.
+    DELAY = "DELAY"
 
 
 @dataclass(frozen=True, slots=True)
 class QueuePolicy:
     """One priority level's `ModelQueuePolicy`."""
 
-    timeout_action: str = REJECT
+    timeout_action: TimeoutAction = TimeoutAction.REJECT
     default_timeout_us: int = 0
     allow_timeout_override: bool = False
     max_queue_size: int = 0
@@ -36,7 +44,9 @@ class QueuePolicy:
     @classmethod
     def from_proto(cls, policy: mc.ModelQueuePolicy) -> QueuePolicy:
         return cls(
-            timeout_action=mc.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action),
+            timeout_action=TimeoutAction(
+                mc.ModelQueuePolicy.TimeoutAction.Name(policy.timeout_action)
+            ),
             default_timeout_us=policy.default_timeout_microseconds,
             allow_timeout_override=policy.allow_timeout_override,
             max_queue_size=policy.max_queue_size,
@@ -199,7 +209,7 @@ class PriorityQueue:
             if not expired:
                 continue
             level.ready = deque(e for e in level.ready if not e.expires_ns or e.expires_ns > now_ns)
-            if level.policy.timeout_action == DELAY:
+            if level.policy.timeout_action == TimeoutAction.DELAY:
                 for entry in expired:
                     entry.expires_ns = 0  # delayed for good: it expires only once
                 level.delayed.extend(expired)

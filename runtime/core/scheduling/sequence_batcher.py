@@ -20,9 +20,11 @@ from trident.runtime.errors import TridentError, UnavailableError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from .base import Scheduler
+from .delivery import deliver, fail, fail_execution
 from .sequence_config import SequenceSettings, StateSpec
 from .sequence_planner import PlannedBatch, Sequence, SequencePlanner
 from .sequence_tensors import state_from_output
+from .worker_pool import WorkerChange, WorkerPool
 
 if TYPE_CHECKING:
     from trident.runtime.core.loaded_model import LoadedModel
@@ -83,16 +85,15 @@ class SequenceBatcher(Scheduler):
         clock: Clock = time.monotonic_ns,
     ) -> None:
         self._model_name = model_name
-        self._workers = list(workers)
+        #: The planner picks the instance that runs next, so the pool keeps no idle list.
+        self._pool = WorkerPool(workers, planned=True)
+        #: Every instance the planner knows, by its index (a removed one keeps its index).
+        self._instances = list(workers)
         self._stats = stats
         self._settings = settings
         self._client_outputs = client_outputs
         self._clock = clock
         self._planner = SequencePlanner(model_name, settings, len(workers))
-        self._running: set[asyncio.Task[None]] = set()
-        #: Instances being removed (by index) -> resolved once they hold no sequence.
-        self._retiring: dict[int, asyncio.Future[None]] = {}
-        self._retired: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -150,31 +151,27 @@ class SequenceBatcher(Scheduler):
         planner = self._planner
         now = self._clock()
         planner.reap_idle(now)
-        for index, worker in enumerate(self._workers):
+        for index, worker in enumerate(self._instances):
             batch = planner.next_batch(index, now)
             if batch is not None:
-                task = asyncio.get_running_loop().create_task(self._run(worker, batch))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+                self._pool.start(self._run(worker, batch))
         self._fail_dropped()
         self._stats.pending = planner.pending_count()
         self._settle_retired()
         self._arm_timer(planner.next_wakeup(), now)
 
     def _settle_retired(self) -> None:
-        for index, done in list(self._retiring.items()):
-            if self._stopping or self._planner.is_retired_and_idle(index):
-                del self._retiring[index]
-                if not done.done():
-                    done.set_result(None)
+        """Removed instances that hold no sequence any more are retired."""
+        pool = self._pool
+        if not pool.has_retiring:
+            return
+        for worker in pool.retiring_workers():
+            if self._stopping or self._planner.is_retired_and_idle(self._instances.index(worker)):
+                pool.retired(worker)
 
     def _fail_dropped(self) -> None:
         for request, error in self._planner.take_failures():
-            self._fail(request, error)
-
-    def _fail(self, request: InferenceRequest, error: TridentError) -> None:
-        self._stats.record_failure(error.failure_reason, request.arrival_ns, time.monotonic_ns())
-        request.responder.fail(error)
+            fail(self._stats, request, error, time.monotonic_ns())
 
     def _arm_timer(self, due: int | None, now: int) -> None:
         if due is None:
@@ -198,36 +195,21 @@ class SequenceBatcher(Scheduler):
         real = batch.real
         stats = self._stats
         queue_end = time.monotonic_ns()
+        requests = [entry.request for entry in real]
         try:
             try:
-                responses, start, input_end, output_start, end = await worker.execute(
-                    batch.requests
-                )
+                outcome = await worker.execute(batch.requests)
             except TridentError as error:
-                # The model ran and raised: an execution all the same (Triton counts it).
-                stats.record_failed_execution(len(real), queue_end, time.monotonic_ns())
-                for entry in real:
-                    self._fail(entry.request, error)
+                now = time.monotonic_ns()
+                fail_execution(stats, requests, len(real), error, queue_end, now)
                 return
-            stats.record_execution(len(real), start, input_end, output_start, end)
+            responses = outcome.responses
+            if responses is not None and len(real) < len(batch.entries):
+                # Null requests (direct strategy) hold a slot only: their responses are dropped.
+                kept = [r for r, e in zip(responses, batch.entries) if e.sequence is not None]
+                outcome = outcome._replace(responses=kept)
+            deliver(stats, requests, len(real), outcome, queue_end)
             stats.record_batch_closed(batch.reason)
-            for position, entry in enumerate(batch.entries):
-                if entry.sequence is None:
-                    continue  # a null request's response is dropped
-                request = entry.request
-                if responses is None:  # decoupled: the instance sent its responses itself
-                    stats.record_success(
-                        request.arrival_ns, queue_end, start, input_end, output_start, end
-                    )
-                    continue
-                response = responses[position]
-                if response.error is not None:
-                    stats.record_failure(response.error.failure_reason, request.arrival_ns, end)
-                else:
-                    stats.record_success(
-                        request.arrival_ns, queue_end, start, input_end, output_start, end
-                    )
-                request.responder.send(response)
         finally:
             self._planner.complete(batch, self._clock())
             self._pump()
@@ -241,26 +223,15 @@ class SequenceBatcher(Scheduler):
         workers once they hold no sequence."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        wanted = set(workers)
-        live = {
-            worker: index
-            for index, worker in enumerate(self._workers)
-            if index not in self._retired
-        }
-        removed = [index for worker, index in live.items() if worker not in wanted]
-        for worker in workers:
-            if worker not in live:
-                self._workers.append(worker)
-                self._planner.add_instance()
-        waits = []
-        for index in removed:
-            self._planner.retire(index)
-            self._retired.add(index)
-            waits.append(self._retiring.setdefault(index, self._loop.create_future()))
+        return await self._pool.resize(workers, self._serve_change)
+
+    def _serve_change(self, change: WorkerChange) -> None:
+        for worker in change.added:
+            self._instances.append(worker)
+            self._planner.add_instance()
+        for worker in change.removed:
+            self._planner.retire(self._instances.index(worker))
         self._pump()
-        if waits:
-            await asyncio.gather(*waits)
-        return [self._workers[index] for index in removed]
 
     # ------------------------------------------------------------------ unload
 
@@ -270,9 +241,9 @@ class SequenceBatcher(Scheduler):
             self._timer.cancel()
             self._timer = None
         error = UnavailableError(f"model '{self._model_name}' unloaded")
+        now = time.monotonic_ns()
         for request in self._planner.drain():
-            self._fail(request, error)
+            fail(self._stats, request, error, now)
         self._stats.pending = 0
         self._settle_retired()
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        await self._pool.wait_running()

@@ -10,6 +10,7 @@ for `oldest` up to `max_candidate_sequences` sequences per instance, preferring 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +30,29 @@ DEFAULT_MAX_IDLE_US = 1_000_000
 #: Folder under the model's folder that holds `initial_state { data_file }` files.
 INITIAL_STATE_FOLDER = "initial_state"
 
-DIRECT = "direct"
-OLDEST = "oldest"
 
-START = "START"
-END = "END"
-READY = "READY"
-CORRID = "CORRID"
+
+class Strategy(StrEnum):
+    """How the sequence batcher lays out a batch (the config's `direct` or `oldest`)."""
+
+    DIRECT = "direct"
+    OLDEST = "oldest"
+
+
+class ControlKind(StrEnum):
+    """What a control input tells the model (CONTROL_SEQUENCE_<kind> in the config)."""
+
+    START = "START"
+    END = "END"
+    READY = "READY"
+    CORRID = "CORRID"
+
 
 _KIND_NAMES = {
-    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START: START,
-    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END: END,
-    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_READY: READY,
-    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID: CORRID,
+    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START: ControlKind.START,
+    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END: ControlKind.END,
+    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_READY: ControlKind.READY,
+    mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID: ControlKind.CORRID,
 }
 #: Datatypes a CONTROL_SEQUENCE_CORRID tensor may have (Triton's list).
 CORRID_DATATYPES = ("UINT64", "INT64", "UINT32", "INT32", "BYTES")
@@ -53,8 +64,7 @@ class ControlSpec:
 
     #: The model input that carries the control.
     name: str
-    #: START, END, READY or CORRID.
-    kind: str
+    kind: ControlKind
     #: v2 datatype of the tensor.
     datatype: str
     #: The values meaning false / true (None for CORRID, which carries the correlation ID).
@@ -78,7 +88,7 @@ class StateSpec:
 class SequenceSettings:
     """The sequence batcher's configuration, with Triton's defaults applied."""
 
-    strategy: str
+    strategy: Strategy
     max_idle_ns: int
     #: Sequences one instance holds at once: batch slots (direct) or candidates (oldest).
     slots_per_instance: int
@@ -96,7 +106,7 @@ class SequenceSettings:
     def batched(self) -> bool:
         return self.max_batch_size > 0
 
-    def control(self, kind: str) -> ControlSpec | None:
+    def control(self, kind: ControlKind) -> ControlSpec | None:
         return next((c for c in self.controls if c.kind == kind), None)
 
     @classmethod
@@ -128,7 +138,7 @@ class SequenceSettings:
                         f"between 1 and max_batch_size ({slots})"
                     )
             return cls(
-                strategy=OLDEST,
+                strategy=Strategy.OLDEST,
                 max_idle_ns=idle_us * 1000,
                 slots_per_instance=oldest.max_candidate_sequences or slots,
                 max_batch_size=max_batch_size,
@@ -144,7 +154,7 @@ class SequenceSettings:
                 f"0 and 1, got {direct.minimum_slot_utilization}"
             )
         return cls(
-            strategy=DIRECT,
+            strategy=Strategy.DIRECT,
             max_idle_ns=idle_us * 1000,
             slots_per_instance=slots,
             max_batch_size=max_batch_size,
@@ -197,7 +207,7 @@ def _control(name: str, control: mc.ModelSequenceBatching.Control, where: str) -
         if values
     ]
     what = f"{where}: sequence_batching control input '{name}' (CONTROL_SEQUENCE_{kind})"
-    if kind == CORRID:
+    if kind == ControlKind.CORRID:
         if pairs:
             raise ModelLoadError(
                 f"{what} carries the correlation ID: give it a 'data_type' and no *_false_true"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from trident.runtime.errors import (
     CancelledError,
@@ -34,25 +35,29 @@ from trident.runtime.types import InferenceRequest, Tensor
 from . import sequence_tensors as tensors
 from .base import cancelled_error
 from .direct import batch_size_of
-from .dynamic_batcher import MAX_BATCH_SIZE, NO_MORE_REQUESTS, PREFERRED_SIZE, QUEUE_DELAY
-from .sequence_config import DIRECT, SequenceSettings
+from .close_reason import CloseReason
+from .sequence_config import SequenceSettings, Strategy
 
 logger = logging.getLogger("trident.scheduling.sequence")
 
 #: How many released correlation IDs are remembered to explain a late request's error.
 RELEASED_MEMORY = 4096
 
-ENDED = "ended"
-IDLE = "idle"
-CANCELLED = "cancelled"
-TIMED_OUT = "timed out"
-#: Batch close reason of a direct batch that reached minimum_slot_utilization.
-SLOT_UTILIZATION = "slot_utilization"
+
+
+class Release(StrEnum):
+    """Why a sequence gave up its slot (remembered to explain a late request's error)."""
+
+    ENDED = "ended"
+    IDLE = "idle"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed out"
+
 
 _REASON_TEXT = {
-    ENDED: "already ended with its END request",
-    CANCELLED: "was ended because one of its requests was cancelled",
-    TIMED_OUT: "was ended because one of its requests timed out",
+    Release.ENDED: "already ended with its END request",
+    Release.CANCELLED: "was ended because one of its requests was cancelled",
+    Release.TIMED_OUT: "was ended because one of its requests timed out",
 }
 
 
@@ -111,7 +116,7 @@ class PlannedBatch:
     formed_ns: int
     #: Why the batch ran now, in the dynamic batcher's words (its close reasons), plus
     #: SLOT_UTILIZATION for a direct batch that reached minimum_slot_utilization.
-    reason: str
+    reason: CloseReason
 
     @property
     def requests(self) -> list[InferenceRequest]:
@@ -142,7 +147,7 @@ class SequencePlanner:
     _instances: list[_Instance] = field(init=False)
     _active: dict[int | str, Sequence] = field(init=False, default_factory=dict)
     _backlog: deque[Sequence] = field(init=False, default_factory=deque)
-    _released: OrderedDict[int | str, str] = field(init=False, default_factory=OrderedDict)
+    _released: OrderedDict[int | str, Release] = field(init=False, default_factory=OrderedDict)
     _failures: list[tuple[InferenceRequest, TridentError]] = field(init=False, default_factory=list)
     _pending: int = field(init=False, default=0)
 
@@ -193,7 +198,7 @@ class SequencePlanner:
         if request.sequence_end:
             sequence.mapped = False
             del self._active[correlation_id]
-            self._remember(correlation_id, ENDED)
+            self._remember(correlation_id, Release.ENDED)
         return sequence
 
     def _missing_start(self, correlation_id: int | str) -> str:
@@ -202,7 +207,7 @@ class SequencePlanner:
             "specify the START flag on the first request of the sequence"
         )
         reason = self._released.get(correlation_id)
-        if reason == IDLE:
+        if reason == Release.IDLE:
             idle_us = self.settings.max_idle_ns // 1000
             message += (
                 f" (sequence {correlation_id} was released after being idle for more than "
@@ -213,7 +218,7 @@ class SequencePlanner:
             message += f" (sequence {correlation_id} {_REASON_TEXT[reason]}; start a new one)"
         return message
 
-    def _remember(self, correlation_id: int | str, reason: str) -> None:
+    def _remember(self, correlation_id: int | str, reason: Release) -> None:
         self._released[correlation_id] = reason
         self._released.move_to_end(correlation_id)
         while len(self._released) > RELEASED_MEMORY:
@@ -235,13 +240,13 @@ class SequencePlanner:
         sequence.instance, sequence.slot = index, slot
         self._instances[index].slots[slot] = sequence
 
-    def _release(self, sequence: Sequence, reason: str) -> None:
+    def _release(self, sequence: Sequence, reason: Release) -> None:
         """The sequence is over: free its slot for the oldest backlogged sequence."""
         correlation_id = sequence.correlation_id
         if sequence.mapped:
             sequence.mapped = False
             del self._active[correlation_id]
-        if reason != ENDED and correlation_id not in self._active:
+        if reason != Release.ENDED and correlation_id not in self._active:
             self._remember(correlation_id, reason)
         if sequence.instance < 0:
             if sequence in self._backlog:
@@ -289,7 +294,7 @@ class SequencePlanner:
         ready = self._ready(index, now)
         if not ready:
             return None
-        if self.settings.strategy == DIRECT:
+        if self.settings.strategy == Strategy.DIRECT:
             return self._direct_batch(index, ready, now)
         return self._oldest_batch(index, ready, now)
 
@@ -315,18 +320,20 @@ class SequencePlanner:
         head = sequence.queue[0]
         request = head.request
         if request.cancellation.cancelled:
-            self._abort(sequence, 0, cancelled_error(request), CANCELLED)
+            self._abort(sequence, 0, cancelled_error(request), Release.CANCELLED)
             return None
         if request.timeout_us and now - head.enqueued_ns > request.timeout_us * 1000:
             error = UnavailableError(
                 f"request for sequence {sequence.correlation_id} of model '{self.model_name}' "
                 f"timed out in the queue after {request.timeout_us} us"
             )
-            self._abort(sequence, 0, error, TIMED_OUT)
+            self._abort(sequence, 0, error, Release.TIMED_OUT)
             return None
         return head
 
-    def _abort(self, sequence: Sequence, position: int, error: TridentError, reason: str) -> None:
+    def _abort(
+        self, sequence: Sequence, position: int, error: TridentError, reason: Release
+    ) -> None:
         """Fail the queued request at `position` with `error` and every later one of the
         sequence as cancelled (the sequence's state would be wrong without the missing request),
         and end the sequence: at once, or once the requests before `position` have run."""
@@ -361,21 +368,21 @@ class SequencePlanner:
         rather than when it would have run."""
         for position, queued in enumerate(sequence.queue):
             if queued.request is request:
-                self._abort(sequence, position, cancelled_error(request), CANCELLED)
+                self._abort(sequence, position, cancelled_error(request), Release.CANCELLED)
                 return
 
     def _direct_batch(
         self, index: int, ready: list[tuple[int, Sequence, Queued]], now: int
     ) -> PlannedBatch | None:
         settings = self.settings
-        reason = NO_MORE_REQUESTS
+        reason = CloseReason.NO_MORE_REQUESTS
         if settings.max_queue_delay_ns and settings.minimum_slot_utilization:
             oldest = min(head.enqueued_ns for _, _, head in ready)
             utilization = len(ready) / settings.slots_per_instance
             if utilization >= settings.minimum_slot_utilization:
-                reason = SLOT_UTILIZATION
+                reason = CloseReason.SLOT_UTILIZATION
             elif now - oldest > settings.max_queue_delay_ns:
-                reason = QUEUE_DELAY
+                reason = CloseReason.QUEUE_DELAY
             else:
                 self._instances[index].due_ns = oldest + settings.max_queue_delay_ns + 1
                 return None
@@ -397,16 +404,16 @@ class SequencePlanner:
         ready.sort(key=lambda item: item[2].enqueued_ns)
         capacity = max(1, settings.max_batch_size)
         if len(ready) >= capacity:
-            count, reason = capacity, MAX_BATCH_SIZE
+            count, reason = capacity, CloseReason.MAX_BATCH_SIZE
         elif not settings.max_queue_delay_ns:
-            count, reason = len(ready), NO_MORE_REQUESTS
+            count, reason = len(ready), CloseReason.NO_MORE_REQUESTS
         else:
             preferred = [size for size in settings.preferred_batch_sizes if size <= len(ready)]
             oldest = ready[0][2].enqueued_ns
             if preferred:
-                count, reason = max(preferred), PREFERRED_SIZE
+                count, reason = max(preferred), CloseReason.PREFERRED_SIZE
             elif now - oldest >= settings.max_queue_delay_ns:
-                count, reason = len(ready), QUEUE_DELAY
+                count, reason = len(ready), CloseReason.QUEUE_DELAY
             else:
                 self._instances[index].due_ns = oldest + settings.max_queue_delay_ns
                 return None
@@ -432,7 +439,7 @@ class SequencePlanner:
         tensors.add_inputs(request, added)
         sequence.running = True
         if request.sequence_end:
-            self._release(sequence, ENDED)
+            self._release(sequence, Release.ENDED)
         return BatchEntry(request, sequence, slot)
 
     def _null_request(self, template: InferenceRequest) -> InferenceRequest:
@@ -446,7 +453,9 @@ class SequencePlanner:
         tensors.add_inputs(request, added)
         return request
 
-    def _start(self, index: int, entries: list[BatchEntry], now: int, reason: str) -> PlannedBatch:
+    def _start(
+        self, index: int, entries: list[BatchEntry], now: int, reason: CloseReason
+    ) -> PlannedBatch:
         self._instances[index].busy = True
         return PlannedBatch(index, entries, now, reason)
 
@@ -459,7 +468,7 @@ class SequencePlanner:
                 sequence.running = False
                 if not sequence.mapped and not sequence.queue and sequence.instance >= 0:
                     # Cut short (cancelled or timed out) while this request ran: now it is over.
-                    self._release(sequence, ENDED)
+                    self._release(sequence, Release.ENDED)
                 # Idle time counts from the last activity, not from the last arrival, so a
                 # long execution does not make its sequence look idle.
                 sequence.last_active_ns = now
@@ -488,7 +497,7 @@ class SequencePlanner:
                 self.model_name,
                 idle_ns // 1000,
             )
-            self._release(sequence, IDLE)
+            self._release(sequence, Release.IDLE)
         return reaped
 
     def next_wakeup(self) -> int | None:

@@ -19,7 +19,7 @@ from trident.runtime.types import (
     Tensor,
 )
 
-from .sequence_config import CORRID, END, READY, START, ControlSpec, SequenceSettings, StateSpec
+from .sequence_config import ControlKind, ControlSpec, SequenceSettings, StateSpec
 
 CorrelationId = int | str
 
@@ -28,7 +28,7 @@ def check_correlation_id(
     settings: SequenceSettings, model_name: str, correlation_id: CorrelationId
 ) -> None:
     """Raise InvalidArgumentError when the model's CORRID control cannot carry this ID."""
-    control = settings.control(CORRID)
+    control = settings.control(ControlKind.CORRID)
     if control is None or control.datatype == "BYTES":
         return
     if not isinstance(correlation_id, str):
@@ -52,10 +52,10 @@ def control_tensors(
 ) -> list[Tensor]:
     """The control inputs for one request, in config order."""
     shape = (1, 1) if settings.batched else (1,)
-    flags = {START: start, END: end, READY: ready}
+    flags = {ControlKind.START: start, ControlKind.END: end, ControlKind.READY: ready}
     tensors = []
     for control in settings.controls:
-        if control.kind == CORRID:
+        if control.kind == ControlKind.CORRID:
             data = _corrid_array(control, correlation_id)
         else:
             value = control.true_value if flags[control.kind] else control.false_value
