@@ -22,7 +22,6 @@ from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest
 
 
-
 class TimeoutAction(StrEnum):
     """What happens to a request that waited its queue timeout out (`timeout_action`)."""
 

@@ -31,7 +31,6 @@ DEFAULT_MAX_IDLE_US = 1_000_000
 INITIAL_STATE_FOLDER = "initial_state"
 
 
-
 class Strategy(StrEnum):
     """How the sequence batcher lays out a batch (the config's `direct` or `oldest`)."""
 

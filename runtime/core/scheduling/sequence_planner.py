@@ -34,15 +34,14 @@ from trident.runtime.types import InferenceRequest, Tensor
 
 from . import sequence_tensors as tensors
 from .base import cancelled_error
-from .direct import batch_size_of
 from .close_reason import CloseReason
+from .direct import batch_size_of
 from .sequence_config import SequenceSettings, Strategy
 
 logger = logging.getLogger("trident.scheduling.sequence")
 
 #: How many released correlation IDs are remembered to explain a late request's error.
 RELEASED_MEMORY = 4096
-
 
 
 class Release(StrEnum):
