@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RunningServer, running_server
+from tests.helpers import (
+    IDENTITY_MODEL_PY,
+    RunningServer,
+    identity_config,
+    running_server,
+    write_model,
+)
 
 _MARKERS = ("unit", "integration", "e2e")
 
@@ -50,3 +56,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def server_factory() -> Callable[..., contextlib.AbstractContextManager[RunningServer]]:
     """`with server_factory(repo_dir, **settings) as srv:` (see tests/helpers.running_server)."""
     return running_server
+
+
+@pytest.fixture(scope="module")
+def ident_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding one model, ident: the FP32 [ 16 ] identity (helpers.identity_config),
+    for the modules that test the server around a model rather than the model."""
+    repository = tmp_path_factory.mktemp("ident_repo")
+    write_model(repository, "ident", IDENTITY_MODEL_PY, identity_config("ident"))
+    return repository

@@ -3,15 +3,22 @@ helpers they share."""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IDENTITY_MODEL_PY, copy_models, write_model
+from tests.helpers import (
+    IDENTITY_MODEL_PY,
+    RunningServer,
+    copy_models,
+    running_server,
+    write_model,
+)
 
 #: The gRPC servers the gRPC tests run against: Trident's own (the default) and grpc.aio.
 GRPC_IMPLEMENTATIONS = ["native", "grpcio"]
@@ -54,6 +61,27 @@ def write_test_models(repository: Path, markers: Path) -> None:
         )
     copy_models(repository, "echo", "repeat", "last_is_final", "fail")
     copy_marked_models(repository, markers, "slow", "ticker")
+
+
+@contextlib.contextmanager
+def serving_test_models(
+    tmp_path_factory: pytest.TempPathFactory,
+    implementation: str = "native",
+    extra_models: tuple[str, ...] = (),
+    **settings: object,
+) -> Iterator[RunningServer]:
+    """A server on the gRPC test models (write_test_models, plus `extra_models` from
+    tests/models), gRPC served by `implementation` and HTTP off; `markers` on it is the folder
+    where the slow and ticker models write. `settings` override ServerSettings fields."""
+    repository = tmp_path_factory.mktemp("grpc_repo")
+    markers = tmp_path_factory.mktemp("markers")
+    write_test_models(repository, markers)
+    copy_models(repository, *extra_models)
+    with running_server(
+        repository, allow_http=False, grpc_implementation=implementation, **settings
+    ) as running:
+        running.markers = markers  # type: ignore[attr-defined]
+        yield running
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -24,9 +24,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.fake_cuda_runtime import FakeCudaRuntime
-from tests.helpers import IDENTITY_MODEL_PY, identity_config, running_server, write_model
+from tests.helpers import running_server
 from trident.runtime.core.cuda_runtime import cuda_runtime_available
-from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
 from trident.runtime.core.devices import gpu_ids
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
@@ -39,23 +38,21 @@ BYTE_SIZE = DATA.nbytes
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    repository = tmp_path_factory.mktemp("cuda_shm_repo")
-    write_model(repository, "ident", IDENTITY_MODEL_PY, identity_config("ident"))
-    with running_server(repository) as running:
+def server(ident_repository):
+    with running_server(ident_repository) as running:
         yield running
 
 
 @pytest.fixture
 def fake(server):
-    """Swap the server's CUDA registry for one on the fake runtime, for one test."""
-    dataplane = server.server.dataplane
-    real = dataplane.cuda_shared_memory
+    """Run the server's CUDA registry on the fake runtime, for one test."""
+    registry = server.server.cuda_shared_memory
+    real = registry._runtime  # the registry opens libcudart only when this is None
     fake = FakeCudaRuntime(devices=1)
-    dataplane.cuda_shared_memory = CudaSharedMemoryRegistry(fake)
+    registry._runtime = fake
     yield fake
-    dataplane.cuda_shared_memory.unregister()
-    dataplane.cuda_shared_memory = real
+    registry.unregister()
+    registry._runtime = real
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -250,7 +247,7 @@ def test_cuda_shared_memory_on_a_real_gpu(server):
     reason = _gpu_skip_reason()
     if reason:
         pytest.skip(reason)
-    assert "cuda_shared_memory" in server.server.dataplane.server_metadata().extensions
+    assert "cuda_shared_memory" in server.server.dataplane.queries.server_metadata().extensions
     completed = subprocess.run(
         [sys.executable, "-c", _GPU_CLIENT, server.http_url, server.grpc_url],
         capture_output=True,

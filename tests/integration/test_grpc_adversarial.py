@@ -33,14 +33,14 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.helpers import copy_models, running_server
+from tests.helpers import running_server
 from trident.runtime.frontends.grpc.http2 import frames as codes
 from trident.runtime.frontends.grpc.http2.connection import Http2Connection
 from trident.runtime.frontends.grpc.native.server import NativeGrpcServer
 from trident.runtime.frontends.grpc.server import GrpcFrontend
 from trident.runtime.protocol import grpc_service_pb2 as gs
 
-from .grpc_support import write_test_models
+from .grpc_support import serving_test_models, write_test_models
 
 MESSAGE_LIMIT = 16 * 1024 * 1024
 WRITE_LIMIT = 1024 * 1024
@@ -55,12 +55,9 @@ LIVE = "/inference.GRPCInferenceService/ServerLive"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    repository = tmp_path_factory.mktemp("adversarial_repo")
-    write_test_models(repository, tmp_path_factory.mktemp("markers"))
-    copy_models(repository, "expand")
-    with running_server(
-        repository,
-        allow_http=False,
+    with serving_test_models(
+        tmp_path_factory,
+        extra_models=("expand",),
         grpc_max_receive_message_size=MESSAGE_LIMIT,
         grpc_max_write_buffer_size=WRITE_LIMIT,
     ) as running:

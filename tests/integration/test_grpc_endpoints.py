@@ -17,19 +17,13 @@ from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
 from trident.runtime.protocol import health_pb2, health_pb2_grpc
 
-from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code, write_test_models
+from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code, serving_test_models
 
 
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
 def server(request, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("grpc_endpoints_repo")
-    write_test_models(repository, tmp_path_factory.mktemp("markers"))
-    with running_server(
-        repository,
-        allow_http=False,
-        grpc_implementation=request.param,
-        model_control_mode="explicit",
-        startup_models=["*"],
+    with serving_test_models(
+        tmp_path_factory, request.param, model_control_mode="explicit", startup_models=["*"]
     ) as running:
         yield running
 

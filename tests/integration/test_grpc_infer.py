@@ -13,24 +13,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aiogrpcclient
 import tritonclient.utils.shared_memory as shm
 
-from tests.helpers import running_server
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
 
-from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code, wait_for, write_test_models
+from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code, serving_test_models, wait_for
 
 
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
 def server(request, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("grpc_infer_repo")
-    markers = tmp_path_factory.mktemp("markers")
-    write_test_models(repository, markers)
-    with running_server(
-        repository,
-        allow_http=False,
-        grpc_implementation=request.param,
-    ) as running:
-        running.markers = markers  # type: ignore[attr-defined]
+    with serving_test_models(tmp_path_factory, request.param) as running:
         yield running
 
 

@@ -21,16 +21,12 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tests.helpers import copy_models, running_server
 from trident.runtime.protocol import grpc_service_pb2 as gs
 
-from .grpc_support import GRPC_IMPLEMENTATIONS, write_test_models
+from .grpc_support import GRPC_IMPLEMENTATIONS, serving_test_models, write_test_models
 
 
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
 def server(request, tmp_path_factory):
-    repository = tmp_path_factory.mktemp("grpc_transport_repo")
-    markers = tmp_path_factory.mktemp("markers")
-    write_test_models(repository, markers)
-    with running_server(repository, allow_http=False, grpc_implementation=request.param) as running:
-        running.markers = markers  # type: ignore[attr-defined]
+    with serving_test_models(tmp_path_factory, request.param) as running:
         yield running
 
 

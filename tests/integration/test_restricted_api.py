@@ -19,11 +19,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers import (
-    IDENTITY_MODEL_PY,
     RunningServer,
-    identity_config,
     running_server,
-    write_model,
 )
 from trident.runtime.protocol import health_pb2, health_pb2_grpc
 
@@ -42,18 +39,11 @@ DATA = np.arange(16, dtype=np.float32)
 INFER_BODY = {"inputs": [{"name": "INPUT0", "shape": [16], "datatype": "FP32", "data": [1] * 16}]}
 
 
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("restricted_repo")
-    write_model(repo, "ident", IDENTITY_MODEL_PY, identity_config("ident"))
-    return repo
-
-
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
-def server(repository: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def server(ident_repository: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     """One server per gRPC implementation, shared by the module's tests."""
     with running_server(
-        repository,
+        ident_repository,
         grpc_implementation=request.param,
         http_restricted_api=RESTRICTIONS,
         grpc_restricted_protocol=RESTRICTIONS,

@@ -17,11 +17,8 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
 from tests.helpers import (
-    IDENTITY_MODEL_PY,
     RunningServer,
-    identity_config,
     running_server,
-    write_model,
 )
 
 from .grpc_support import GRPC_IMPLEMENTATIONS, expect_code
@@ -31,17 +28,10 @@ REFUSED = "shared memory registration is refused: this server was started with "
 FLAG = "--allow-shared-memory=false"
 
 
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("shm_refusal_repo")
-    write_model(repo, "ident", IDENTITY_MODEL_PY, identity_config("ident"))
-    return repo
-
-
 @pytest.fixture(scope="module", params=GRPC_IMPLEMENTATIONS)
-def server(repository: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+def server(ident_repository: Path, request: pytest.FixtureRequest) -> Iterator[RunningServer]:
     with running_server(
-        repository,
+        ident_repository,
         grpc_implementation=request.param,
         allow_shared_memory=False,
         allow_metrics=False,

@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import IDENTITY_MODEL_PY, identity_config, running_server, write_model
+from tests.helpers import running_server
 from tests.tls_certs import TlsFiles, make_certificates
 from trident.runtime.server import ServerStartError
 
@@ -35,13 +35,6 @@ HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return make_certificates(tmp_path_factory.mktemp("certs"))
-
-
-@pytest.fixture(scope="module")
-def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = tmp_path_factory.mktemp("tls_repo")
-    write_model(repo, "ident", IDENTITY_MODEL_PY, identity_config("ident"))
-    return repo
 
 
 def _grpc_tls(certs: TlsFiles, mutual: bool) -> dict[str, Any]:
@@ -140,11 +133,11 @@ def negotiated_alpn(url: str, ca_cert: Path, offer: list[str]) -> str | None:
 
 @pytest.fixture
 def grpc_tls_server(
-    repository: Path, certs: TlsFiles, request: pytest.FixtureRequest
+    ident_repository: Path, certs: TlsFiles, request: pytest.FixtureRequest
 ) -> Iterator[str]:
     implementation, mutual = request.param
     with running_server(
-        repository, grpc_implementation=implementation, **_grpc_tls(certs, mutual)
+        ident_repository, grpc_implementation=implementation, **_grpc_tls(certs, mutual)
     ) as srv:
         yield srv.grpc_url
 
@@ -200,9 +193,9 @@ def test_grpc_mutual_tls_refuses_clients_without_a_certificate_from_its_ca(
 
 
 def test_https_inference_and_plaintext_clients_fail_cleanly(
-    repository: Path, certs: TlsFiles
+    ident_repository: Path, certs: TlsFiles
 ) -> None:
-    with running_server(repository, **_http_tls(certs, mutual=False)) as srv:
+    with running_server(ident_repository, **_http_tls(certs, mutual=False)) as srv:
         url = srv.http_url
         http_infer(url, ssl=True, ssl_context_factory=http_context_factory(certs))
         with pytest.raises(Exception):  # noqa: B017 - the client's error type varies
@@ -213,9 +206,9 @@ def test_https_inference_and_plaintext_clients_fail_cleanly(
 
 
 def test_https_mutual_tls_refuses_clients_without_a_certificate_from_its_ca(
-    repository: Path, certs: TlsFiles
+    ident_repository: Path, certs: TlsFiles
 ) -> None:
-    with running_server(repository, **_http_tls(certs, mutual=True)) as srv:
+    with running_server(ident_repository, **_http_tls(certs, mutual=True)) as srv:
         url = srv.http_url
         good = http_context_factory(certs, certs.client_cert, certs.client_key)
         http_infer(url, ssl=True, ssl_context_factory=good)
@@ -276,11 +269,11 @@ def _bad_tls_settings(certs: TlsFiles) -> dict[str, tuple[dict[str, Any], str]]:
     ],
 )
 def test_bad_tls_flags_stop_the_start_with_a_clear_error(
-    repository: Path, certs: TlsFiles, case: str
+    ident_repository: Path, certs: TlsFiles, case: str
 ) -> None:
     settings, message = _bad_tls_settings(certs)[case]
     with (
         pytest.raises(ServerStartError, match=re.escape(message)),
-        running_server(repository, **settings),
+        running_server(ident_repository, **settings),
     ):
         pass
