@@ -21,43 +21,13 @@ from trident.runtime.types import CancellationToken
 
 from .test_python_backend_support import (
     LoopThread,
+    copy_model,
     loop_thread,
     make_context,
     make_request,
     output,
     write_model,
 )
-
-ADD_SUB_CONFIG = """
-    backend: "python"
-    max_batch_size: 0
-    input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-            { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-    output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-             { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-"""
-
-ADD_SUB = """
-    import json
-    import triton_python_backend_utils as pb_utils
-
-    class TritonPythonModel:
-        def initialize(self, args):
-            config = json.loads(args["model_config"])
-            out0 = pb_utils.get_output_config_by_name(config, "OUTPUT0")
-            self.dtype = pb_utils.triton_string_to_numpy(out0["data_type"])
-
-        def execute(self, requests):
-            responses = []
-            for request in requests:
-                a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
-                b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("OUTPUT0", (a + b).astype(self.dtype)),
-                    pb_utils.Tensor("OUTPUT1", (a - b).astype(self.dtype)),
-                ]))
-            return responses
-"""
 
 IDENTITY = """
     import triton_python_backend_utils as pb_utils
@@ -100,7 +70,7 @@ def test_identity_returns_the_input_array_without_copies(tmp_path):
 
 
 def test_add_sub_two_inputs_two_outputs_and_timing_marks(tmp_path):
-    instance = instance_of(write_model(tmp_path, "add_sub", ADD_SUB, ADD_SUB_CONFIG))
+    instance = instance_of(copy_model(tmp_path, "add_sub"))
     a = np.array([1, 2, 3, 4], np.float32)
     b = np.array([4, 3, 2, 1], np.float32)
     timing = ComputeTiming()

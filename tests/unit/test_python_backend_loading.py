@@ -19,6 +19,7 @@ from trident.runtime.protocol import model_config_pb2 as mc
 
 from .test_python_backend_support import (
     LoopThread,
+    copy_model,
     loop_thread,
     make_context,
     make_request,
@@ -309,29 +310,6 @@ def test_load_errors_say_what_failed(tmp_path, files, expected):
 
 # ----------------------------------------------------------------------------- auto-complete
 
-AUTO_COMPLETE = """
-    import triton_python_backend_utils as pb_utils
-
-    class TritonPythonModel:
-        @staticmethod
-        def auto_complete_config(auto_complete_model_config):
-            config = auto_complete_model_config.as_dict()
-            assert config["name"] == "auto"
-            auto_complete_model_config.add_input(
-                {"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [4], "optional": True})
-            auto_complete_model_config.add_input(
-                {"name": "INPUT1", "data_type": "TYPE_FP32", "dims": [4]})
-            auto_complete_model_config.add_output(
-                {"name": "OUTPUT0", "data_type": "TYPE_STRING", "dims": [-1]})
-            auto_complete_model_config.set_max_batch_size(8)
-            auto_complete_model_config.set_dynamic_batching()
-            auto_complete_model_config.set_model_transaction_policy({"decoupled": True})
-            return auto_complete_model_config
-
-        def execute(self, requests):
-            return None
-"""
-
 
 def completed_config(model_dir, config_text='backend: "python"', strict=False):
     config = parse_config_text(config_text)
@@ -341,7 +319,7 @@ def completed_config(model_dir, config_text='backend: "python"', strict=False):
 
 
 def test_auto_complete_fills_the_config(tmp_path):
-    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    model_dir = copy_model(tmp_path, "auto")
     config = completed_config(model_dir)
     assert [(i.name, i.data_type, list(i.dims), i.optional) for i in config.input] == [
         ("INPUT0", mc.TYPE_FP32, [4], True),
@@ -359,7 +337,7 @@ def test_auto_complete_fills_the_config(tmp_path):
 
 
 def test_auto_complete_keeps_matching_declarations_and_is_skipped_when_strict(tmp_path):
-    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    model_dir = copy_model(tmp_path, "auto")
     declared = """
         backend: "python"
         max_batch_size: 4
@@ -404,7 +382,7 @@ def test_auto_complete_keeps_matching_declarations_and_is_skipped_when_strict(tm
     ],
 )
 def test_auto_complete_conflicts_are_clear_load_errors(tmp_path, declared, expected):
-    model_dir = write_model(tmp_path, "auto", AUTO_COMPLETE)
+    model_dir = copy_model(tmp_path, "auto")
     with pytest.raises(ModelLoadError, match=expected) as caught:
         completed_config(model_dir, 'backend: "python"\n' + declared)
     assert caught.value.message.startswith("auto_complete_config of Python model 'auto' failed")
