@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from trident.runtime.core.model_states import ControlMode
+
 
 class FlagKind(enum.Enum):
     """How a flag is given on the command line."""
@@ -68,6 +70,14 @@ def flag_spec(name: str) -> FlagSpec:
     raise KeyError(name)
 
 
+def _control_mode(value: str) -> ControlMode:
+    try:
+        return ControlMode(value)
+    except ValueError:
+        modes = ", ".join(f"'{mode}'" for mode in ControlMode)
+        raise ValueError(f"invalid choice: '{value}' (choose from {modes})") from None
+
+
 def _trace_config(value: str) -> str:
     """One --trace-config value, checked by tritonserver's rules (trace_settings.py)."""
     from trident.runtime.observability.trace_settings import parse_trace_config
@@ -103,13 +113,14 @@ class ServerSettings:
         parse=Path,
         metavar="DIR",
     )
-    model_control_mode: str = setting(
-        "none",
+    model_control_mode: ControlMode = setting(
+        ControlMode.NONE,
         "--model-control-mode",
         "none: load every model at start and never change; poll: also load, reload and unload "
         "models as the repository changes on disk; explicit: load only --load-model models at "
         "start, then load and unload through the repository API",
-        choices=("none", "poll", "explicit"),
+        choices=tuple(ControlMode),
+        parse=_control_mode,
     )
     startup_models: list[str] = setting(
         [],

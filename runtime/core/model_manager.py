@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from trident.backends.base import Backend, InferCallable, InstanceContext, StreamInferCallable
+from trident.backends.base import InferCallable, StreamInferCallable
 from trident.backends.registry import BackendRegistry
 from trident.runtime.errors import (
     InvalidArgumentError,
@@ -24,8 +24,7 @@ from trident.runtime.errors import (
 from trident.runtime.protocol import model_config_pb2 as mc
 
 from . import model_config
-from .instance_resize import model_files, resize_in_place
-from .instances import InstanceWorker
+from .instance_resize import model_files
 from .json_depth import check_json_depth
 from .loaded_model import LoadedModel
 from .model_names import check_model_name
@@ -36,35 +35,20 @@ from .model_overrides import (
     write_override_files,
 )
 from .model_preparation import ModelPreparer, PreparedModel
+from .model_states import UNLOADED_REASON, ControlMode, ModelState, RepositoryIndexEntry
 from .repository import ModelRepository, fingerprint, version_folders
 from .response_cache import ResponseCache
-from .scheduling import create_scheduler
-from .scheduling.ensemble import EnsembleBinding
 from .unload_plan import LoadedNode, unload_plan
-from .warmup import build_samples, warm_up
+from .version_loader import VersionLoader
 
 logger = logging.getLogger("trident.models")
 
-READY = "READY"
-UNAVAILABLE = "UNAVAILABLE"
-LOADING = "LOADING"
-UNLOADING = "UNLOADING"
-UNLOADED_REASON = "unloaded"
-
-CONTROL_MODES = ("none", "poll", "explicit")
-
-
-@dataclass(frozen=True, slots=True)
-class RepositoryIndexEntry:
-    name: str
-    version: str = ""
-    state: str = ""
-    reason: str = ""
+__all__ = ["ModelManager", "RepositoryIndexEntry"]
 
 
 @dataclass
 class _VersionState:
-    state: str
+    state: ModelState
     reason: str = ""
     model: LoadedModel | None = None
 
@@ -91,16 +75,17 @@ class ModelManager:
         self,
         repository: ModelRepository,
         backends: BackendRegistry,
-        control_mode: str = "none",
+        control_mode: ControlMode | str = ControlMode.NONE,
         strict_model_config: bool = False,
         response_cache: ResponseCache | None = None,
         load_limits: LoadRequestLimits | None = None,
     ) -> None:
-        if control_mode not in CONTROL_MODES:
-            raise ValueError(f"model control mode must be one of {CONTROL_MODES}")
+        if control_mode not in set(ControlMode):
+            modes = ", ".join(ControlMode)
+            raise ValueError(f"model control mode must be one of {modes}, got '{control_mode}'")
         self.repository = repository
         self.backends = backends
-        self.control_mode = control_mode
+        self.control_mode = ControlMode(control_mode)
         self.strict_model_config = strict_model_config
         self._preparer = ModelPreparer(repository, backends, strict_model_config)
         #: The server-wide response cache (`--cache-config`); None when not configured.
@@ -111,13 +96,8 @@ class ModelManager:
         #: name -> {version: model} for READY versions; name -> highest READY version.
         self._ready: dict[str, dict[int, LoadedModel]] = {}
         self._latest: dict[str, LoadedModel] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._infer: InferCallable | None = None
-        self._stream_infer: StreamInferCallable | None = None
+        self._loader = VersionLoader(backends, response_cache)
         self._poll_task: asyncio.Task[None] | None = None
-        #: Handed to every instance (InstanceContext.extras), e.g. the Python backend's
-        #: pb_utils.load_model / unload_model / is_model_ready.
-        self._instance_extras: dict[str, object] = {}
 
     def bind(
         self,
@@ -127,10 +107,8 @@ class ModelManager:
         model_control: object | None = None,
     ) -> None:
         """The event loop, and how models call other models (BLS, ensembles)."""
-        self._loop = loop
-        self._infer = infer
-        self._stream_infer = stream_infer
-        self._instance_extras = {"model_control": model_control} if model_control else {}
+        extras: dict[str, object] = {"model_control": model_control} if model_control else {}
+        self._loader.bind(loop, infer, stream_infer, extras)
 
     # ------------------------------------------------------------------ lookups (hot path)
 
@@ -208,9 +186,9 @@ class ModelManager:
             if record.reason:
                 return False
             for state in record.versions.values():
-                if state.state == LOADING:
+                if state.state == ModelState.LOADING:
                     return False
-                if state.state == UNAVAILABLE and state.reason != UNLOADED_REASON:
+                if state.state == ModelState.UNAVAILABLE and state.reason != UNLOADED_REASON:
                     return False
         return True
 
@@ -226,7 +204,7 @@ class ModelManager:
         # Folders whose name is no model name are reported (not attributed to one repository).
         rejected = {} if repository else self.repository.rejected_folders()
         entries = [
-            RepositoryIndexEntry(name, "", UNAVAILABLE, f"not served: {problem}")
+            RepositoryIndexEntry(name, "", ModelState.UNAVAILABLE, f"not served: {problem}")
             for name, problem in rejected.items()
             if not ready_only
         ]
@@ -238,11 +216,13 @@ class ModelManager:
                 continue
             if not record.versions:
                 if not ready_only:
-                    entries.append(RepositoryIndexEntry(name, "", UNAVAILABLE, record.reason))
+                    entries.append(
+                        RepositoryIndexEntry(name, "", ModelState.UNAVAILABLE, record.reason)
+                    )
                 continue
             for version in sorted(record.versions):
                 state = record.versions[version]
-                if ready_only and state.state != READY:
+                if ready_only and state.state != ModelState.READY:
                     continue
                 reason = state.reason or (state.model.health_reason() if state.model else "")
                 entries.append(RepositoryIndexEntry(name, str(version), state.state, reason))
@@ -255,7 +235,7 @@ class ModelManager:
         """Load what the control mode says to load at start. Returns {model: error} for the
         models that failed (they stay UNAVAILABLE with that reason)."""
         self.repository.check_roots()
-        if self.control_mode == "explicit":
+        if self.control_mode == ControlMode.EXPLICIT:
             names = (
                 list(self.repository.scan())
                 if "*" in startup_models
@@ -265,7 +245,7 @@ class ModelManager:
             names = list(self.repository.scan())
         results = await asyncio.gather(*(self._load_reporting(n) for n in names))
         failures = {name: error for name, error in zip(names, results) if error}
-        if self.control_mode == "poll":
+        if self.control_mode == ControlMode.POLL:
             self._poll_task = asyncio.get_running_loop().create_task(self._poll_forever(poll_secs))
         return failures
 
@@ -290,7 +270,7 @@ class ModelManager:
         return [
             name
             for name, record in self._records.items()
-            if any(state.state == UNLOADING for state in record.versions.values())
+            if any(state.state == ModelState.UNLOADING for state in record.versions.values())
         ]
 
     async def _poll_forever(self, interval: float) -> None:
@@ -315,7 +295,7 @@ class ModelManager:
     # ------------------------------------------------------------------ repository API
 
     def _check_explicit(self) -> None:
-        if self.control_mode != "explicit":
+        if self.control_mode != ControlMode.EXPLICIT:
             raise UnavailableError(
                 "explicit model load / unload is not allowed in model control mode "
                 f"'{self.control_mode}': start the server with --model-control-mode=explicit"
@@ -420,20 +400,20 @@ class ModelManager:
             for version in prepared.versions:
                 previous = record.versions.get(version)
                 if previous is None or previous.model is None:
-                    record.versions[version] = _VersionState(LOADING)
+                    record.versions[version] = _VersionState(ModelState.LOADING)
                 try:
                     if (
                         files_unchanged
                         and previous is not None
                         and previous.model is not None
-                        and await self._resize_in_place(previous.model, prepared)
+                        and await self._loader.resize_in_place(previous.model, prepared)
                     ):
                         continue
                     model = await self._load_version(prepared, version)
                 except TridentError as exc:
                     failures[version] = str(exc)
                     if previous is None or previous.model is None:
-                        record.versions[version] = _VersionState(UNAVAILABLE, str(exc))
+                        record.versions[version] = _VersionState(ModelState.UNAVAILABLE, str(exc))
                     else:
                         logger.error(
                             "reloading '%s' version %d failed, the previous one keeps serving: %s",
@@ -442,16 +422,18 @@ class ModelManager:
                             exc,
                         )
                     continue
-                record.versions[version] = _VersionState(READY, "", model)
+                record.versions[version] = _VersionState(ModelState.READY, "", model)
                 self._publish(name, record)
                 if previous is not None and previous.model is not None:
                     await previous.model.stop()
             for version, state in list(record.versions.items()):
                 if version not in prepared.versions and state.model is not None:
-                    record.versions[version] = _VersionState(UNLOADING)
+                    record.versions[version] = _VersionState(ModelState.UNLOADING)
                     self._publish(name, record)
                     await state.model.stop()
-                    record.versions[version] = _VersionState(UNAVAILABLE, UNLOADED_REASON)
+                    record.versions[version] = _VersionState(
+                        ModelState.UNAVAILABLE, UNLOADED_REASON
+                    )
             self._publish(name, record)
             if failures:
                 detail = "; ".join(f"version {v}: {reason}" for v, reason in failures.items())
@@ -471,7 +453,7 @@ class ModelManager:
             return
         record.reason = reason
         for state in record.versions.values():
-            state.state, state.reason = UNAVAILABLE, reason
+            state.state, state.reason = ModelState.UNAVAILABLE, reason
         location_dir = override_dir
         if location_dir is None:
             try:
@@ -480,99 +462,18 @@ class ModelManager:
                 return
         if not record.versions:
             for version in version_folders(location_dir):
-                record.versions[version] = _VersionState(UNAVAILABLE, reason)
+                record.versions[version] = _VersionState(ModelState.UNAVAILABLE, reason)
         if record.versions:
             record.reason = ""  # the versions carry it now
         record.fingerprint = fingerprint(location_dir)
 
     async def _load_version(self, prepared: PreparedModel, version: int) -> LoadedModel:
-        assert self._loop is not None, "ModelManager.bind() must be called before loading"
-        if prepared.ensemble is not None:
-            return await self._load_ensemble_version(prepared, version)
-        config = mc.ModelConfig()
-        config.CopyFrom(prepared.config)
-        model = LoadedModel(
-            prepared.name, version, config, prepared.backend_name, prepared.model_dir
-        )
-        backend = self.backends.get(prepared.backend_name)
-        workers: list[InstanceWorker] = []
-        slots: list[tuple[str, int]] = []
-        try:
-            samples = build_samples(config, prepared.model_dir)
-            for group in config.instance_group:
-                kind = "GPU" if group.kind == mc.ModelInstanceGroup.KIND_GPU else "CPU"
-                devices = list(group.gpus) if kind == "GPU" and group.gpus else [0]
-                for device_id in devices:
-                    for index in range(group.count):
-                        instance_name = f"{group.name}_{len(workers)}"
-                        workers.append(
-                            await self._create_worker(
-                                model, config, backend, instance_name, kind, device_id, index
-                            )
-                        )
-                        slots.append((group.name, device_id))
-            # Warmup runs before the version is published: it is READY only once warm.
-            await warm_up(samples, workers, model.name, version, model.decoupled, self._loop)
-        except Exception as exc:
-            for worker in workers:
-                await asyncio.to_thread(worker.close)
-            if isinstance(exc, TridentError):
-                raise
-            raise ModelLoadError(f"{type(exc).__name__}: {exc}") from exc
-        model.instance_slots = slots
-        model.response_cache = self._cache_for(config)
-        for worker in workers:
-            worker.allow_inline(len(workers) == 1)
-        model.start(workers, create_scheduler(model, workers))
-        return model
-
-    async def _create_worker(
-        self,
-        model: LoadedModel,
-        config: mc.ModelConfig,
-        backend: Backend,
-        instance_name: str,
-        kind: str,
-        device_id: int,
-        index: int,
-    ) -> InstanceWorker:
-        assert self._loop is not None
-        context = InstanceContext(
-            config=config,
-            model_name=model.name,
-            model_version=model.version,
-            model_dir=model.model_dir,
-            version_dir=model.model_dir / str(model.version),
-            instance_name=instance_name,
-            kind=kind,
-            device_id=device_id,
-            instance_index=index,
-            loop=self._loop,
-            infer=self._infer,
-            stream_infer=self._stream_infer,
-            config_json=model_config.config_to_json(config),
-            extras=dict(self._instance_extras),
-        )
-        instance = await asyncio.to_thread(backend.create_instance, context)
-        return InstanceWorker(instance_name, instance, self._loop)
-
-    async def _load_ensemble_version(self, prepared: PreparedModel, version: int) -> LoadedModel:
-        """Load the composing models the ensemble needs (unless loaded), check the steps against
-        their configs, and start the ensemble scheduler."""
-        graph = prepared.ensemble
-        assert graph is not None and self._infer is not None
-        for dependency in graph.composing_models():
+        if prepared.ensemble is None:
+            return await self._loader.load(prepared, version)
+        # An ensemble first needs its composing models (loaded now unless they are).
+        for dependency in prepared.ensemble.composing_models():
             await self._ensure_loaded(dependency, prepared.name)
-        config = mc.ModelConfig()
-        config.CopyFrom(prepared.config)
-        model = LoadedModel(
-            prepared.name, version, config, prepared.backend_name, prepared.model_dir
-        )
-        graph.check_composing_models(config, self.get)
-        model.ensemble = EnsembleBinding(graph, self._infer, self.get)
-        model.response_cache = self._cache_for(config)
-        model.start([], create_scheduler(model, []))
-        return model
+        return self._loader.load_ensemble(prepared, version, self.get)
 
     async def _ensure_loaded(self, name: str, ensemble: str) -> None:
         """Make a composing model ready: wait for a load already under way (every model loads
@@ -597,37 +498,13 @@ class ModelManager:
                 + str(self._not_found(name, 0))
             )
 
-    def _cache_for(self, config: mc.ModelConfig) -> ResponseCache | None:
-        """The response cache a model uses: the server's, when its config enables it."""
-        if not config.response_cache.enable:
-            return None
-        if self.response_cache is None:
-            # Triton loads such a model and silently never caches; we say so.
-            logger.warning(
-                "model '%s' enables response_cache but the server has no response cache, so "
-                "its responses are not cached: start the server with "
-                "--cache-config=local,size=<bytes>",
-                config.name,
-            )
-            return None
-        if config.HasField("sequence_batching"):
-            logger.warning(
-                "model '%s': the response cache does not serve sequence models; not caching",
-                config.name,
-            )
-            return None
-        return self.response_cache
-
-    async def _resize_in_place(self, model: LoadedModel, prepared: PreparedModel) -> bool:
-        """Apply a change of instance counts alone to the live model (see instance_resize)."""
-        assert self._loop is not None
-        return await resize_in_place(
-            model, prepared.config, self.backends, self._create_worker, self._loop
-        )
-
     def _publish(self, name: str, record: _ModelRecord) -> None:
         """Rebuild the hot-path lookup tables for one model."""
-        ready = {v: s.model for v, s in record.versions.items() if s.state == READY and s.model}
+        ready = {
+            v: s.model
+            for v, s in record.versions.items()
+            if s.state == ModelState.READY and s.model
+        }
         if ready:
             self._ready[name] = ready  # type: ignore[assignment]
             self._latest[name] = ready[max(ready)]  # type: ignore[assignment]
@@ -642,15 +519,15 @@ class ModelManager:
         async with record.lock:
             loaded = [(v, s.model) for v, s in record.versions.items() if s.model is not None]
             for version, _ in loaded:
-                record.versions[version] = _VersionState(UNLOADING)
+                record.versions[version] = _VersionState(ModelState.UNLOADING)
             self._publish(name, record)
             for version, model in loaded:
                 assert model is not None
                 await model.stop()
-                record.versions[version] = _VersionState(UNAVAILABLE, UNLOADED_REASON)
+                record.versions[version] = _VersionState(ModelState.UNAVAILABLE, UNLOADED_REASON)
             for state in record.versions.values():
-                if state.state != READY:
-                    state.state, state.reason = UNAVAILABLE, UNLOADED_REASON
+                if state.state != ModelState.READY:
+                    state.state, state.reason = ModelState.UNAVAILABLE, UNLOADED_REASON
             record.reason = ""
             record.explicit = False
             if record.override is not None:
