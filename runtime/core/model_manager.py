@@ -3,6 +3,9 @@ serves this request".
 
 A model that fails to load is UNAVAILABLE with the real reason (in the repository index and in
 the load call's error), and never stops the server from serving the others.
+
+Building one version (instances, warmup, scheduler) is version_loader.py's job; the states and
+control modes are named in model_states.py.
 """
 
 from __future__ import annotations
