@@ -17,6 +17,7 @@ from typing import Any
 
 from trident.backends.python.metrics import CUSTOM_METRICS, MetricFamily
 from trident.runtime.core.stats import ModelStats
+from trident.runtime.frontends.grpc import render
 from trident.runtime.observability.metrics import render_metrics
 
 
@@ -65,7 +66,8 @@ def main() -> None:
         return render_metrics(models) + CUSTOM_METRICS.render()
 
     def statistics() -> bytes:
-        return b"".join(m.stats.to_proto(m.name, m.version).SerializeToString() for m in models)
+        snapshots = (m.stats.snapshot(m.name, m.version) for m in models)
+        return render.model_statistics(snapshots).SerializeToString()
 
     text = scrape()
     series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))

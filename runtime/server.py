@@ -11,7 +11,7 @@ import signal
 from trident.backends.python.isolation import set_default_isolation
 from trident.backends.registry import BackendRegistry
 from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.core.model_manager import ModelManager
 from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.core.repository import ModelRepository
@@ -59,13 +59,14 @@ class TridentServer:
             log_error=settings.log_error,
             log_verbose_level=settings.log_verbose,
         )
-        self.dataplane = DataPlane(
+        self.trace_settings = TraceSettings(parse_trace_config(settings.trace_config))
+        self.dataplane = DataPlane.build(
             self.models,
             self.shared_memory,
+            self.cuda_shared_memory,
+            self.trace_settings,
             self.log_settings,
-            TraceSettings(parse_trace_config(settings.trace_config)),
             strict_readiness=settings.strict_readiness,
-            cuda_shared_memory=self.cuda_shared_memory,
         )
         self._frontends: list[object] = []
         self.http_port = 0
@@ -83,8 +84,12 @@ class TridentServer:
             raise ServerStartError(str(exc)) from None
         loop = asyncio.get_running_loop()
         self.dataplane.bind_loop(loop)
+        inference = self.dataplane.inference
         self.models.bind(
-            loop, self.dataplane.infer, self.dataplane.infer_stream, model_control=self.dataplane
+            loop,
+            inference.infer,
+            inference.infer_stream,
+            model_control=self.dataplane.model_control(),
         )
         self.log_settings.apply()
         try:
@@ -125,7 +130,7 @@ class TridentServer:
         if settings.allow_metrics:
             from trident.runtime.frontends.http.metrics_server import MetricsFrontend
 
-            metrics_frontend = MetricsFrontend(self.dataplane, settings)
+            metrics_frontend = MetricsFrontend(self.dataplane.queries, settings)
             self.metrics_port = await metrics_frontend.start()
             self._frontends.append(metrics_frontend)
 
@@ -149,7 +154,7 @@ class TridentServer:
             self.cuda_shared_memory.unregister()
         except TridentError:
             logger.exception("closing CUDA shared memory regions failed")
-        self.dataplane.trace_settings.close()  # writes the traces still collected
+        self.trace_settings.close()  # writes the traces still collected
         return stopped_cleanly
 
     async def _unload_all_models(self) -> bool:

@@ -2,16 +2,68 @@
 and the Prometheus metrics, so the two always agree.
 
 Counters are updated on the event loop thread only (schedulers record after each batch), so they
-need no locks.
+need no locks. `ModelStats.snapshot` copies them into frozen `ModelStatistics`, the plain result
+the statistics query returns; each frontend renders it in its own wire format.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from trident.runtime.observability.metrics import FAILURE_REASONS
-from trident.runtime.protocol import grpc_service_pb2 as gs
+
+
+@dataclass(frozen=True, slots=True)
+class DurationTotal:
+    """A count of events and their summed duration in nanoseconds (Triton's
+    StatisticDuration)."""
+
+    count: int
+    ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceDurations:
+    """Per-request totals of one model version, as Triton's InferStatistics names them."""
+
+    success: DurationTotal
+    fail: DurationTotal
+    queue: DurationTotal
+    compute_input: DurationTotal
+    compute_infer: DurationTotal
+    compute_output: DurationTotal
+    cache_hit: DurationTotal
+    cache_miss: DurationTotal
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDurations:
+    """Compute totals of the executions of one batch size (Triton's InferBatchStatistics)."""
+
+    batch_size: int
+    compute_input: DurationTotal
+    compute_infer: DurationTotal
+    compute_output: DurationTotal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStatistics:
+    """The statistics of one loaded model version at one moment."""
+
+    name: str
+    version: int
+    #: Wall-clock time of the last request that finished, in ms since the epoch (0: none yet).
+    last_inference_ms: int
+    inference_count: int
+    execution_count: int
+    inference: InferenceDurations
+    #: One entry per batch size executed, by increasing size.
+    batches: tuple[BatchDurations, ...]
+    #: Trident's addition: why each dynamic batch closed -> count, in first-seen order
+    #: (docs/batching.md).
+    batch_close_reasons: Mapping[str, int]
 
 
 @dataclass(slots=True)
@@ -23,9 +75,8 @@ class Duration:
         self.count += count
         self.ns += ns
 
-    def fill(self, target: gs.StatisticDuration) -> None:
-        target.count = self.count
-        target.ns = self.ns
+    def total(self) -> DurationTotal:
+        return DurationTotal(self.count, self.ns)
 
 
 @dataclass(slots=True)
@@ -125,27 +176,35 @@ class ModelStats:
     def record_batch_closed(self, reason: str) -> None:
         self.batch_close_reasons[reason] = self.batch_close_reasons.get(reason, 0) + 1
 
-    def to_proto(self, name: str, version: int) -> gs.ModelStatistics:
-        stats = gs.ModelStatistics(
+    def snapshot(self, name: str, version: int) -> ModelStatistics:
+        """A frozen copy of the counters, for the statistics query."""
+        return ModelStatistics(
             name=name,
-            version=str(version),
-            last_inference=self.last_inference_ms,
+            version=version,
+            last_inference_ms=self.last_inference_ms,
             inference_count=self.inference_count,
             execution_count=self.execution_count,
+            inference=InferenceDurations(
+                success=self.success.total(),
+                fail=self.fail.total(),
+                queue=self.queue.total(),
+                compute_input=self.compute_input.total(),
+                compute_infer=self.compute_infer.total(),
+                compute_output=self.compute_output.total(),
+                cache_hit=self.cache_hit.total(),
+                cache_miss=self.cache_miss.total(),
+            ),
+            batches=tuple(
+                BatchDurations(
+                    size,
+                    batch.compute_input.total(),
+                    batch.compute_infer.total(),
+                    batch.compute_output.total(),
+                )
+                for size, batch in sorted(self.batches.items())
+            ),
+            # str(): a reason may be a StrEnum; its value is what clients see.
+            batch_close_reasons={
+                str(reason): count for reason, count in self.batch_close_reasons.items()
+            },
         )
-        inference = stats.inference_stats
-        self.success.fill(inference.success)
-        self.fail.fill(inference.fail)
-        self.queue.fill(inference.queue)
-        self.compute_input.fill(inference.compute_input)
-        self.compute_infer.fill(inference.compute_infer)
-        self.compute_output.fill(inference.compute_output)
-        self.cache_hit.fill(inference.cache_hit)
-        self.cache_miss.fill(inference.cache_miss)
-        for size in sorted(self.batches):
-            batch = self.batches[size]
-            entry = stats.batch_stats.add(batch_size=size)
-            batch.compute_input.fill(entry.compute_input)
-            batch.compute_infer.fill(entry.compute_infer)
-            batch.compute_output.fill(entry.compute_output)
-        return stats

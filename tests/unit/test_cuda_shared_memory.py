@@ -16,8 +16,8 @@ import pytest
 from tests.fake_cuda_runtime import FakeCudaRuntime
 from trident.runtime.core import cuda_runtime
 from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry, CudaShmRegionStatus
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.core.devices import gpu_ids
-from trident.runtime.core.dispatch import DataPlane
 from trident.runtime.core.outputs import finish_outputs
 from trident.runtime.core.shared_memory import SharedMemoryRegistry
 from trident.runtime.errors import (
@@ -27,6 +27,7 @@ from trident.runtime.errors import (
     NotFoundError,
     UnsupportedError,
 )
+from trident.runtime.observability.trace_settings import TraceSettings
 from trident.runtime.types import (
     InferenceRequest,
     InferenceResponse,
@@ -359,38 +360,49 @@ def system_region():
 
 
 @pytest.fixture
-def plane(registry) -> DataPlane:
-    # Only the shared-memory parts of the data plane are used here.
-    return DataPlane(None, SharedMemoryRegistry(), None, None, cuda_shared_memory=registry)  # type: ignore[arg-type]
+def host_memory() -> SharedMemoryRegistry:
+    return SharedMemoryRegistry()
+
+
+def _plane(host: SharedMemoryRegistry, cuda: CudaSharedMemoryRegistry) -> DataPlane:
+    # Only the shared-memory parts of the data plane are used here: no models, no log settings.
+    return DataPlane.build(None, host, cuda, TraceSettings(), None)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def plane(host_memory, registry) -> DataPlane:
+    return _plane(host_memory, registry)
 
 
 def test_data_plane_registers_status_and_unregisters(plane, fake):
-    plane.cuda_shm_register("g", fake.allocate(16, device_id=1), 1, 16)
-    assert plane.cuda_shm_status() == [CudaShmRegionStatus("g", 1, 16)]
-    plane.cuda_shm_unregister("")
-    assert plane.cuda_shm_status() == []
+    plane.admin.cuda_shm_register("g", fake.allocate(16, device_id=1), 1, 16)
+    assert plane.admin.cuda_shm_status() == [CudaShmRegionStatus("g", 1, 16)]
+    plane.admin.cuda_shm_unregister("")
+    assert plane.admin.cuda_shm_status() == []
 
 
-def test_names_are_unique_across_system_and_cuda(plane, fake, system_region):
+def test_names_are_unique_across_system_and_cuda(plane, host_memory, fake, system_region):
     key, _ = system_region
-    plane.system_shm_register("sys", key, 0, 64)
+    plane.admin.system_shm_register("sys", key, 0, 64)
     with pytest.raises(AlreadyExistsError, match="'sys' is already registered as system"):
-        plane.cuda_shm_register("sys", fake.allocate(16), 0, 16)
-    plane.cuda_shm_register("gpu", fake.allocate(16), 0, 16)
+        plane.admin.cuda_shm_register("sys", fake.allocate(16), 0, 16)
+    plane.admin.cuda_shm_register("gpu", fake.allocate(16), 0, 16)
     with pytest.raises(AlreadyExistsError, match="'gpu' is already registered as CUDA"):
-        plane.system_shm_register("gpu", key, 0, 64)
-    plane.system_shm_unregister("")
-    plane.cuda_shm_register("sys", fake.allocate(16), 0, 16)  # free again
-    plane.shared_memory.unregister()
+        plane.admin.system_shm_register("gpu", key, 0, 64)
+    plane.admin.system_shm_unregister("")
+    plane.admin.cuda_shm_register("sys", fake.allocate(16), 0, 16)  # free again
+    host_memory.unregister()
 
 
-def test_inputs_and_outputs_go_to_the_region_of_their_kind(plane, fake, system_region):
+def test_inputs_and_outputs_go_to_the_region_of_their_kind(
+    plane, host_memory, registry, fake, system_region
+):
     key, path = system_region
     path.write_bytes(np.array([10, 20], np.int32).tobytes().ljust(64, b"\0"))
-    plane.system_shm_register("sys", key, 0, 64)
+    plane.admin.system_shm_register("sys", key, 0, 64)
     handle = fake.allocate(64)
     fake.memory(handle)[:8] = np.frombuffer(np.array([1, 2], np.int32).tobytes(), np.uint8)
-    plane.cuda_shm_register("gpu", handle, 0, 64)
+    plane.admin.cuda_shm_register("gpu", handle, 0, 64)
 
     request = InferenceRequest(
         "m",
@@ -404,7 +416,7 @@ def test_inputs_and_outputs_go_to_the_region_of_their_kind(plane, fake, system_r
             RequestedOutput("Y", shared_memory=SharedMemoryRef("sys", 8, 32)),
         ],
     )
-    plane._read_shared_memory_inputs(request)
+    plane.inference._read_shared_memory_inputs(request)
     assert [t.data.tolist() for t in request.inputs] == [[1, 2], [10, 20], [7]]
 
     response = InferenceResponse(
@@ -414,14 +426,14 @@ def test_inputs_and_outputs_go_to_the_region_of_their_kind(plane, fake, system_r
         ]
     )
     model = types.SimpleNamespace(name="m", labels={}, max_batch_size=0)
-    finish_outputs(model, request, response, plane.shared_memory, plane.cuda_shared_memory)
+    finish_outputs(model, request, response, host_memory, registry)
     assert np.frombuffer(fake.memory(handle)[32:40].tobytes(), np.int32).tolist() == [3, 4]
     assert np.frombuffer(path.read_bytes()[32:40], np.int32).tolist() == [30, 40]
     assert [t.shared_memory for t in response.outputs] == [
         SharedMemoryRef("gpu", 8, 32),
         SharedMemoryRef("sys", 8, 32),
     ]
-    plane.shared_memory.unregister()
+    host_memory.unregister()
 
 
 def test_an_unknown_region_is_reported_as_missing(plane):
@@ -429,16 +441,16 @@ def test_an_unknown_region_is_reported_as_missing(plane):
         "m", inputs=[Tensor("A", "INT32", (2,), shared_memory=SharedMemoryRef("nope", 8, 0))]
     )
     with pytest.raises(NotFoundError, match="'nope'"):
-        plane._read_shared_memory_inputs(request)
+        plane.inference._read_shared_memory_inputs(request)
 
 
 def test_the_extension_is_advertised_only_where_cuda_works(plane, no_gpu):
-    assert "cuda_shared_memory" in plane.server_metadata().extensions
-    extensions = plane.server_metadata().extensions
+    assert "cuda_shared_memory" in plane.queries.server_metadata().extensions
+    extensions = plane.queries.server_metadata().extensions
     assert extensions.index("cuda_shared_memory") == extensions.index("system_shared_memory") + 1
-    without = DataPlane(None, SharedMemoryRegistry(), None, None)  # type: ignore[arg-type]
-    assert "cuda_shared_memory" not in without.server_metadata().extensions
+    without = _plane(SharedMemoryRegistry(), CudaSharedMemoryRegistry())
+    assert "cuda_shared_memory" not in without.queries.server_metadata().extensions
     with pytest.raises(UnsupportedError, match="needs a GPU"):
-        without.cuda_shm_register("g", b"\x00" * 64, 0, 16)
-    without.cuda_shm_unregister("")
-    assert without.cuda_shm_status() == []
+        without.admin.cuda_shm_register("g", b"\x00" * 64, 0, 16)
+    without.admin.cuda_shm_unregister("")
+    assert without.admin.cuda_shm_status() == []

@@ -13,10 +13,10 @@ import tritonclient.http as httpclient
 from tritonclient.http._infer_result import InferResult
 from tritonclient.http._utils import _get_inference_request
 
+from trident.runtime.core.model_queries import ModelMetadata, TensorMetadata
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.frontends.http import codec, generate_codec
 from trident.runtime.frontends.http.compression import response_compression
-from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceResponse, SharedMemoryRef, Tensor
 
@@ -461,11 +461,9 @@ def test_bf16_outputs_become_floats_in_json():
 # ------------------------------------------------------------------------------ generate
 
 
-def metadata(*inputs: tuple[str, str, list[int]]) -> gs.ModelMetadataResponse:
-    response = gs.ModelMetadataResponse(name="llm")
-    for name, datatype, shape in inputs:
-        response.inputs.add(name=name, datatype=datatype, shape=shape)
-    return response
+def metadata(*inputs: tuple[str, str, list[int]]) -> ModelMetadata:
+    tensors = tuple(TensorMetadata(name, kind, tuple(shape)) for name, kind, shape in inputs)
+    return ModelMetadata("llm", ("1",), "llm", tensors, ())
 
 
 def test_generate_fields_map_to_inputs_and_parameters():

@@ -13,8 +13,10 @@ from trident.runtime.observability.trace_settings import TraceSettings
 
 
 def resolve(path: str):
-    # Routing reads no data plane; the handlers only take its tracer when built.
-    dataplane = SimpleNamespace(trace_settings=TraceSettings())
+    # Routing calls no service; the handlers only take them (and the tracer) when built.
+    dataplane = SimpleNamespace(
+        inference=None, queries=None, admin=None, tracer=TraceSettings().tracer
+    )
     router = HttpRouter(HttpHandlers(dataplane=dataplane))  # type: ignore[arg-type]
     route = router.resolve(path)
     if route is None:

@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 from trident.runtime.core.stats import ModelStats
+from trident.runtime.frontends.grpc import render
 from trident.runtime.observability.metrics import render_metrics
 
 
@@ -34,7 +35,7 @@ def test_statistics_proto_matches_counters():
     stats = ModelStats()
     stats.record_execution(4, 0, 10, 20, 30)
     stats.record_success(0, 5, 0, 10, 20, 30)
-    proto = stats.to_proto("m", 1)
+    proto = render.model_statistics([stats.snapshot("m", 1)]).model_stats[0]
     assert proto.version == "1"
     assert proto.inference_count == 4
     assert proto.execution_count == 1

@@ -15,7 +15,7 @@ import logging
 
 import grpc
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.errors import UnavailableError
 from trident.runtime.protocol import grpc_service_pb2_grpc, health_pb2_grpc
 from trident.runtime.settings import ServerSettings
@@ -97,7 +97,9 @@ class GrpcFrontend:
                 ),
             },
         )
-        health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(self._dataplane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(
+            HealthServicer(self._dataplane.queries), server
+        )
         address = _bind_address(self._settings.grpc_address, self._settings.grpc_port)
         if isinstance(server, NativeGrpcServer):
             try:

@@ -1,8 +1,9 @@
 """The RPC methods of inference.GRPCInferenceService and grpc.health.v1.Health.
 
-Each method only translates: protobuf in, one DataPlane call, protobuf out. Inference goes through
-codec.py (messages <-> InferenceRequest / InferenceResponse) and wire.py (tensor bytes framed
-without protobuf copies); streams are run by stream.py. TridentError becomes the gRPC status it
+Each method only translates: protobuf in, one call to a part of the DataPlane (inference, queries
+or admin), protobuf out. Inference goes through codec.py (messages <-> InferenceRequest /
+InferenceResponse) and wire.py (tensor bytes framed without protobuf copies); streams are run by
+stream.py; the other answers are rendered by render.py. TridentError becomes the gRPC status it
 names (status.py); nothing here knows about models.
 """
 
@@ -16,7 +17,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
+from trident.runtime.core.model_queries import ModelQueries
 from trident.runtime.errors import InvalidArgumentError, TridentError
 from trident.runtime.observability.tracing import begin_trace, send_traced
 from trident.runtime.protocol import grpc_service_pb2 as gs
@@ -24,6 +26,7 @@ from trident.runtime.protocol import grpc_service_pb2_grpc as gs_grpc
 from trident.runtime.protocol import health_pb2, health_pb2_grpc
 from trident.runtime.types import InferenceRequest
 
+from . import render
 from .codec import decode_infer_request
 from .status import abort, unexpected
 from .stream import InferStream
@@ -57,50 +60,48 @@ def _translate_errors(
 
 
 class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
-    """inference.GRPCInferenceService over one DataPlane."""
+    """inference.GRPCInferenceService over the core's three services."""
 
     def __init__(self, dataplane: DataPlane) -> None:
-        self._dataplane = dataplane
+        self._inference = dataplane.inference
+        self._queries = dataplane.queries
+        self._admin = dataplane.admin
         #: Samples requests for the trace file (observability/tracing.py).
-        self._tracer = dataplane.trace_settings.tracer
+        self._tracer = dataplane.tracer
         self._streams: set[InferStream] = set()
 
     # ------------------------------------------------------------------ health and metadata
 
     @_translate_errors
     async def ServerLive(self, request: gs.ServerLiveRequest, context: Any) -> Any:
-        return gs.ServerLiveResponse(live=self._dataplane.live())
+        return gs.ServerLiveResponse(live=self._queries.live())
 
     @_translate_errors
     async def ServerReady(self, request: gs.ServerReadyRequest, context: Any) -> Any:
-        return gs.ServerReadyResponse(ready=self._dataplane.ready())
+        return gs.ServerReadyResponse(ready=self._queries.ready())
 
     @_translate_errors
     async def ModelReady(self, request: gs.ModelReadyRequest, context: Any) -> Any:
-        return gs.ModelReadyResponse(
-            ready=self._dataplane.model_ready(request.name, request.version)
-        )
+        return gs.ModelReadyResponse(ready=self._queries.model_ready(request.name, request.version))
 
     @_translate_errors
     async def ServerMetadata(self, request: gs.ServerMetadataRequest, context: Any) -> Any:
-        metadata = self._dataplane.server_metadata()
-        return gs.ServerMetadataResponse(
-            name=metadata.name, version=metadata.version, extensions=metadata.extensions
-        )
+        return render.server_metadata(self._queries.server_metadata())
 
     @_translate_errors
     async def ModelMetadata(self, request: gs.ModelMetadataRequest, context: Any) -> Any:
-        return self._dataplane.model_metadata(request.name, request.version)
+        return render.model_metadata(self._queries.model_metadata(request.name, request.version))
 
     @_translate_errors
     async def ModelConfig(self, request: gs.ModelConfigRequest, context: Any) -> Any:
         return gs.ModelConfigResponse(
-            config=self._dataplane.model_config(request.name, request.version)
+            config=self._queries.model_config(request.name, request.version)
         )
 
     @_translate_errors
     async def ModelStatistics(self, request: gs.ModelStatisticsRequest, context: Any) -> Any:
-        return self._dataplane.model_statistics(request.name, request.version)
+        statistics = self._queries.model_statistics(request.name, request.version)
+        return render.model_statistics(statistics)
 
     # ------------------------------------------------------------------ inference
 
@@ -118,7 +119,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
                 infer_request.trace = begin_trace(
                     self._tracer, infer_request.model_name, "GRPC_WAITREAD", traced_from
                 )
-            response = await self._dataplane.infer(infer_request)
+            response = await self._inference.infer(infer_request)
             if infer_request.trace is None:
                 return write_infer_response(response)
             return send_traced(infer_request.trace, "GRPC", write_infer_response, response)
@@ -141,7 +142,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
         close_on_error = any(
             key == GRPC_ERROR_MODE_HEADER and value == "true" for key, value in metadata
         )
-        stream = InferStream(self._dataplane, close_on_error)
+        stream = InferStream(self._inference, self._queries, self._tracer, close_on_error)
         self._streams.add(stream)
         try:
             await stream.run(request_iterator, context)
@@ -157,13 +158,8 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
 
     @_translate_errors
     async def RepositoryIndex(self, request: gs.RepositoryIndexRequest, context: Any) -> Any:
-        entries = await self._dataplane.repository_index(request.repository_name, request.ready)
-        response = gs.RepositoryIndexResponse()
-        for entry in entries:
-            response.models.add(
-                name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
-            )
-        return response
+        entries = await self._admin.repository_index(request.repository_name, request.ready)
+        return render.repository_index(entries)
 
     @_translate_errors
     async def RepositoryModelLoad(
@@ -187,7 +183,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
                 files[key[len("file:") :]] = param.bytes_param
             else:
                 raise InvalidArgumentError(f"unrecognized load parameter '{key}'.")
-        await self._dataplane.load_model(request.model_name, config, files)
+        await self._admin.load_model(request.model_name, config, files)
         return gs.RepositoryModelLoadResponse()
 
     @_translate_errors
@@ -204,7 +200,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
                     "bool_param."
                 )
             unload_dependents = param.bool_param
-        await self._dataplane.unload_model(request.model_name, unload_dependents)
+        await self._admin.unload_model(request.model_name, unload_dependents)
         return gs.RepositoryModelUnloadResponse()
 
     # ------------------------------------------------------------------ shared memory
@@ -213,20 +209,13 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
     async def SystemSharedMemoryStatus(
         self, request: gs.SystemSharedMemoryStatusRequest, context: Any
     ) -> Any:
-        response = gs.SystemSharedMemoryStatusResponse()
-        for region in self._dataplane.system_shm_status(request.name):
-            status = response.regions[region.name]
-            status.name = region.name
-            status.key = region.key
-            status.offset = region.offset
-            status.byte_size = region.byte_size
-        return response
+        return render.system_shm_status(self._admin.system_shm_status(request.name))
 
     @_translate_errors
     async def SystemSharedMemoryRegister(
         self, request: gs.SystemSharedMemoryRegisterRequest, context: Any
     ) -> Any:
-        self._dataplane.system_shm_register(
+        self._admin.system_shm_register(
             request.name, request.key, request.offset, request.byte_size
         )
         return gs.SystemSharedMemoryRegisterResponse()
@@ -235,27 +224,21 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
     async def SystemSharedMemoryUnregister(
         self, request: gs.SystemSharedMemoryUnregisterRequest, context: Any
     ) -> Any:
-        self._dataplane.system_shm_unregister(request.name)
+        self._admin.system_shm_unregister(request.name)
         return gs.SystemSharedMemoryUnregisterResponse()
 
     @_translate_errors
     async def CudaSharedMemoryStatus(
         self, request: gs.CudaSharedMemoryStatusRequest, context: Any
     ) -> Any:
-        response = gs.CudaSharedMemoryStatusResponse()
-        for region in self._dataplane.cuda_shm_status(request.name):
-            status = response.regions[region.name]
-            status.name = region.name
-            status.device_id = region.device_id
-            status.byte_size = region.byte_size
-        return response
+        return render.cuda_shm_status(self._admin.cuda_shm_status(request.name))
 
     @_translate_errors
     async def CudaSharedMemoryRegister(
         self, request: gs.CudaSharedMemoryRegisterRequest, context: Any
     ) -> Any:
         # UNIMPLEMENTED where the server has no GPU.
-        self._dataplane.cuda_shm_register(
+        self._admin.cuda_shm_register(
             request.name, request.raw_handle, request.device_id, request.byte_size
         )
         return gs.CudaSharedMemoryRegisterResponse()
@@ -266,7 +249,7 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
     ) -> Any:
         # An unknown name (or none registered) succeeds, as in Triton: perf_analyzer calls
         # UnregisterCudaSharedMemory("") before every shared-memory run and stops if it fails.
-        self._dataplane.cuda_shm_unregister(request.name)
+        self._admin.cuda_shm_unregister(request.name)
         return gs.CudaSharedMemoryUnregisterResponse()
 
     # ------------------------------------------------------------------ trace and logging
@@ -278,13 +261,10 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
             updates: dict[str, list[str] | None] = {
                 key: (list(setting.value) or None) for key, setting in request.settings.items()
             }
-            settings = self._dataplane.update_trace_settings(request.model_name, updates)
+            settings = self._admin.update_trace_settings(request.model_name, updates)
         else:
-            settings = self._dataplane.get_trace_settings(request.model_name)
-        response = gs.TraceSettingResponse()
-        for key, values in settings.items():
-            response.settings[key].value.extend(values)
-        return response
+            settings = self._admin.get_trace_settings(request.model_name)
+        return render.trace_settings(settings)
 
     @_translate_errors
     async def LogSettings(self, request: gs.LogSettingsRequest, context: Any) -> Any:
@@ -295,33 +275,24 @@ class InferenceServicer(gs_grpc.GRPCInferenceServiceServicer):
                 if choice is None:
                     raise InvalidArgumentError(f"log setting '{key}' has no value")
                 updates[key] = getattr(setting, choice)
-            settings = self._dataplane.update_log_settings(updates)
+            settings = self._admin.update_log_settings(updates)
         else:
-            settings = self._dataplane.get_log_settings()
-        response = gs.LogSettingsResponse()
-        for key, value in settings.items():
-            target = response.settings[key]
-            if isinstance(value, bool):
-                target.bool_param = value
-            elif isinstance(value, int):
-                target.uint32_param = value
-            else:
-                target.string_param = str(value)
-        return response
+            settings = self._admin.get_log_settings()
+        return render.log_settings(settings)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
     """grpc.health.v1.Health: SERVING while the server is ready (for any service name)."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
-        self._dataplane = dataplane
+    def __init__(self, queries: ModelQueries) -> None:
+        self._queries = queries
 
     async def Check(
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> health_pb2.HealthCheckResponse:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if self._dataplane.ready()
+            if self._queries.ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         return health_pb2.HealthCheckResponse(status=status)

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.inference import InferenceService
+from trident.runtime.core.model_queries import ModelQueries
 from trident.runtime.errors import TridentError
-from trident.runtime.observability.tracing import begin_trace, send_traced
+from trident.runtime.observability.tracing import Tracer, begin_trace, send_traced
 from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -35,10 +36,18 @@ _Item = bytes | TridentError | None
 class InferStream:
     """Runs one stream; `stop_reading()` lets the server end it gracefully at shutdown."""
 
-    def __init__(self, dataplane: DataPlane, close_on_error: bool) -> None:
-        self._dataplane = dataplane
+    def __init__(
+        self,
+        inference: InferenceService,
+        queries: ModelQueries,
+        tracer: Tracer,
+        close_on_error: bool,
+    ) -> None:
+        self._inference = inference
+        #: Tells whether a request's model is decoupled (its responses are not ordered).
+        self._queries = queries
         #: Samples requests for the trace file (observability/tracing.py).
-        self._tracer = dataplane.trace_settings.tracer
+        self._tracer = tracer
         self._close_on_error = close_on_error
         self._outbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -98,7 +107,7 @@ class InferStream:
                     request.trace = begin_trace(
                         self._tracer, request.model_name, "GRPC_WAITREAD", traced_from
                     )
-                decoupled = self._dataplane.is_decoupled(request.model_name, msg.model_version)
+                decoupled = self._queries.is_decoupled(request.model_name, msg.model_version)
             except TridentError as exc:
                 await self._run_ordered(None, exc, msg.id)
                 return
@@ -127,7 +136,7 @@ class InferStream:
             item = b""
             if request is not None:
                 try:
-                    response = await self._dataplane.infer(request)
+                    response = await self._inference.infer(request)
                     if request.trace is None:
                         item = write_stream_response(response, True)
                     else:
@@ -147,7 +156,7 @@ class InferStream:
 
     async def _run_decoupled(self, request: InferenceRequest, send_empty_final: bool) -> None:
         try:
-            async for response in self._dataplane.infer_stream(request):
+            async for response in self._inference.infer_stream(request):
                 if response.error is not None:
                     error = encode_stream_error(
                         response.error.message,

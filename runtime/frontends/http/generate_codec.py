@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from trident.runtime.core.model_queries import ModelMetadata, TensorMetadata
 from trident.runtime.core.parameters import apply_request_parameters
 from trident.runtime.errors import InvalidArgumentError
-from trident.runtime.protocol import grpc_service_pb2 as gs
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 from . import codec
@@ -23,7 +23,7 @@ def decode_generate_request(
     model_name: str,
     model_version: int,
     body: bytes,
-    metadata: gs.ModelMetadataResponse,
+    metadata: ModelMetadata,
     max_json_depth: int = codec.DEFAULT_MAX_JSON_DEPTH,
 ) -> InferenceRequest:
     """Map a generate body's fields onto the model's inputs by name; other fields (and the
@@ -50,7 +50,7 @@ def decode_generate_request(
     return request
 
 
-def _generate_input(metadata: gs.ModelMetadataResponse.TensorMetadata, value: Any) -> Tensor:
+def _generate_input(metadata: TensorMetadata, value: Any) -> Tensor:
     name = metadata.name
     datatype = metadata.datatype
     values = value if isinstance(value, list) else [value]

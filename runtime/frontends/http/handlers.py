@@ -1,6 +1,8 @@
-"""HTTP route handlers: translate each KServe v2 / Triton HTTP endpoint to one DataPlane call.
+"""HTTP route handlers: translate each KServe v2 / Triton HTTP endpoint to one call to a part of
+the DataPlane (inference, queries or admin).
 
-Handlers read the body, decode it with codec.py, call the data plane, and encode what comes back.
+Handlers read the body, decode it with codec.py, call the core, and encode what comes back
+(inference responses with codec.py, every other answer with render.py).
 They raise TridentError for anything the client got wrong; server.py turns those into
 {"error": "..."} bodies with the error's HTTP status.
 """
@@ -16,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.core.json_depth import DEFAULT_MAX_JSON_DEPTH
 from trident.runtime.core.model_config import message_to_dict
 from trident.runtime.core.model_overrides import LoadRequestLimits
@@ -28,7 +30,7 @@ from trident.runtime.errors import (
 )
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
-from . import codec, generate_codec
+from . import codec, generate_codec, render
 from .compression import compressed
 from .fast_infer import FastInferReply
 
@@ -107,9 +109,13 @@ class HttpHandlers:
         max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
         load_limits: LoadRequestLimits | None = None,
     ) -> None:
+        #: The core's three services; the OpenAI routes use the same ones.
         self.dataplane = dataplane
+        self.inference = dataplane.inference
+        self.queries = dataplane.queries
+        self.admin = dataplane.admin
         #: Samples requests for the trace file (observability/tracing.py).
-        self.tracer = dataplane.trace_settings.tracer
+        self.tracer = dataplane.tracer
         self.max_input_size = max_input_size
         #: Deepest JSON nesting accepted on every JSON route (--http-max-json-depth).
         self.max_json_depth = max_json_depth
@@ -154,36 +160,30 @@ class HttpHandlers:
     # ------------------------------------------------------------------ health and metadata
 
     async def server_metadata(self, request: web.BaseRequest) -> web.Response:
-        metadata = self.dataplane.server_metadata()
-        return json_response(
-            {
-                "name": metadata.name,
-                "version": metadata.version,
-                "extensions": list(metadata.extensions),
-            }
-        )
+        return json_response(render.server_metadata(self.queries.server_metadata()))
 
     async def health(self, request: web.BaseRequest, kind: str) -> web.Response:
-        ok = self.dataplane.live() if kind == "live" else self.dataplane.ready()
+        ok = self.queries.live() if kind == "live" else self.queries.ready()
         return empty_response(200 if ok else 400)
 
     async def model_ready(self, request: web.BaseRequest, model: str, version: str) -> web.Response:
-        if not self.dataplane.model_ready(model, version):
+        if not self.queries.model_ready(model, version):
             return json_response({"error": "Model version not ready"}, status=400)
         return empty_response(200)
 
     async def model_metadata(
         self, request: web.BaseRequest, model: str, version: str
     ) -> web.Response:
-        return json_response(message_to_dict(self.dataplane.model_metadata(model, version)))
+        return json_response(render.model_metadata(self.queries.model_metadata(model, version)))
 
     async def model_config(
         self, request: web.BaseRequest, model: str, version: str
     ) -> web.Response:
-        return json_response(message_to_dict(self.dataplane.model_config(model, version)))
+        return json_response(message_to_dict(self.queries.model_config(model, version)))
 
     async def model_stats(self, request: web.BaseRequest, model: str, version: str) -> web.Response:
-        return json_response(self.dataplane.model_statistics_json(model, version))
+        statistics = self.queries.model_statistics(model, version)
+        return json_response(render.model_statistics(statistics))
 
     # ------------------------------------------------------------------ inference
 
@@ -222,7 +222,7 @@ class HttpHandlers:
     ) -> tuple[InferenceRequest, Any]:
         model_version = parse_model_version(version)
         if header_length == 0:
-            config = self.dataplane.model_config(model, version)
+            config = self.queries.model_config(model, version)
             return codec.decode_raw_request(model, model_version, body, config)
         return codec.decode_infer_request(
             model, model_version, body, header_length, self.max_json_depth
@@ -246,7 +246,7 @@ class HttpHandlers:
             infer_request.trace = trace
             trace.stamp("HTTP_RECV_END")
         try:
-            response = await self.dataplane.infer(infer_request)
+            response = await self.inference.infer(infer_request)
         except asyncio.CancelledError:
             # The client dropped the connection (aiohttp or the fast path cancels the call).
             infer_request.cancellation.cancel()
@@ -279,7 +279,7 @@ class HttpHandlers:
         if trace is not None:
             trace.stamp("HTTP_RECV_START")
         body = await self.read_body(request)
-        metadata = self.dataplane.model_metadata(model, version)
+        metadata = self.queries.model_metadata(model, version)
         infer_request = generate_codec.decode_generate_request(
             model, parse_model_version(version), body, metadata, self.max_json_depth
         )
@@ -291,7 +291,7 @@ class HttpHandlers:
                 request, infer_request, generate_codec.encode_generate_response
             )
         responses: list[InferenceResponse] = []
-        stream = self.dataplane.infer_stream(infer_request)
+        stream = self.inference.infer_stream(infer_request)
         try:
             while (response := await _next(stream)) is not None:
                 if response.error is not None:
@@ -327,7 +327,7 @@ class HttpHandlers:
     ) -> web.StreamResponse:
         """Server-sent events, one per response. Errors before the first response are ordinary
         HTTP errors; later ones are sent as a `data: {"error": ...}` event that ends the stream."""
-        stream = self.dataplane.infer_stream(infer_request)
+        stream = self.inference.infer_stream(infer_request)
         try:
             first = await _next(stream)
             if first is not None and first.error is not None:
@@ -368,8 +368,8 @@ class HttpHandlers:
                 ready = document["ready"]
                 if not isinstance(ready, bool):
                     raise InvalidArgumentError("Unable to parse 'ready': expected a boolean")
-        entries = await self.dataplane.repository_index(repository, ready)
-        return json_response([_index_entry(entry) for entry in entries])
+        entries = await self.admin.repository_index(repository, ready)
+        return json_response(render.repository_index(entries))
 
     async def repository_control(
         self, request: web.BaseRequest, repository: str, model: str, action: str
@@ -379,10 +379,10 @@ class HttpHandlers:
             raise UnsupportedError("'repository_name' specification is not supported")
         if action == "load":
             config, files = codec.decode_load_parameters(body, self.load_limits)
-            await self.dataplane.load_model(model, config, files)
+            await self.admin.load_model(model, config, files)
         else:
             unload_dependents = codec.decode_unload_parameters(body, self.max_json_depth)
-            await self.dataplane.unload_model(model, unload_dependents)
+            await self.admin.unload_model(model, unload_dependents)
         return web.Response(body=b"", headers=JSON_HEADERS)
 
     # ------------------------------------------------------------------ shared memory
@@ -391,17 +391,7 @@ class HttpHandlers:
         self, request: web.BaseRequest, region: str, action: str
     ) -> web.Response:
         if action == "status":
-            return json_response(
-                [
-                    {
-                        "name": status.name,
-                        "key": status.key,
-                        "offset": status.offset,
-                        "byte_size": status.byte_size,
-                    }
-                    for status in self.dataplane.system_shm_status(region)
-                ]
-            )
+            return json_response(render.system_shm_status(self.admin.system_shm_status(region)))
         body = await self.read_body(request)
         if action == "register":
             if not region:
@@ -418,9 +408,9 @@ class HttpHandlers:
             key = _register_field(document, "key", str)
             offset = _register_uint(document.get("offset", 0), "offset")
             byte_size = _register_uint(document["byte_size"], "byte_size")
-            self.dataplane.system_shm_register(region, key, offset, byte_size)
+            self.admin.system_shm_register(region, key, offset, byte_size)
         else:
-            self.dataplane.system_shm_unregister(region)
+            self.admin.system_shm_unregister(region)
         return web.Response(body=b"", headers=JSON_HEADERS)
 
     async def cuda_shared_memory(
@@ -429,16 +419,7 @@ class HttpHandlers:
         # Without a GPU nothing can be registered: register is 501, status lists nothing and
         # unregister succeeds (perf_analyzer unregisters all CUDA regions before every run).
         if action == "status":
-            return json_response(
-                [
-                    {
-                        "name": status.name,
-                        "device_id": status.device_id,
-                        "byte_size": status.byte_size,
-                    }
-                    for status in self.dataplane.cuda_shm_status(region)
-                ]
-            )
+            return json_response(render.cuda_shm_status(self.admin.cuda_shm_status(region)))
         body = await self.read_body(request)
         if action == "register":
             if not region:
@@ -454,9 +435,9 @@ class HttpHandlers:
             raw_handle = _register_raw_handle(document["raw_handle"])
             device_id = _register_uint(document["device_id"], "device_id")
             byte_size = _register_uint(document["byte_size"], "byte_size")
-            self.dataplane.cuda_shm_register(region, raw_handle, device_id, byte_size)
+            self.admin.cuda_shm_register(region, raw_handle, device_id, byte_size)
         else:
-            self.dataplane.cuda_shm_unregister(region)
+            self.admin.cuda_shm_unregister(region)
         return web.Response(body=b"", headers=JSON_HEADERS)
 
     # ------------------------------------------------------------------ trace and logging
@@ -468,23 +449,18 @@ class HttpHandlers:
                 codec.parse_json_object(body, "trace setting", self.max_json_depth) if body else {}
             )
             updates = {key: _trace_values(key, value) for key, value in document.items()}
-            settings = self.dataplane.update_trace_settings(model, updates)
+            settings = self.admin.update_trace_settings(model, updates)
         else:
-            settings = self.dataplane.get_trace_settings(model)
-        return json_response(
-            {
-                key: values if key == "trace_level" else (values[0] if values else "")
-                for key, values in settings.items()
-            }
-        )
+            settings = self.admin.get_trace_settings(model)
+        return json_response(render.trace_settings(settings))
 
     async def logging(self, request: web.BaseRequest) -> web.Response:
         if request.method == "POST":
             body = await self.read_body(request)
             document = codec.parse_json_object(body, "logging", self.max_json_depth) if body else {}
             updates = {key: value for key, value in document.items() if value is not None}
-            return json_response(self.dataplane.update_log_settings(updates))
-        return json_response(self.dataplane.get_log_settings())
+            return json_response(self.admin.update_log_settings(updates))
+        return json_response(self.admin.get_log_settings())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,15 +486,6 @@ async def _next(stream: AsyncIterator[InferenceResponse]) -> InferenceResponse |
         return await stream.__anext__()
     except StopAsyncIteration:
         return None
-
-
-def _index_entry(entry: Any) -> dict[str, Any]:
-    document: dict[str, Any] = {"name": entry.name}
-    for key in ("version", "state", "reason"):
-        value = getattr(entry, key, "")
-        if value:
-            document[key] = str(value)
-    return document
 
 
 def _register_field(document: dict[str, Any], key: str, kind: type) -> Any:

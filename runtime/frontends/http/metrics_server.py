@@ -10,7 +10,7 @@ import logging
 
 from aiohttp import web
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.model_queries import ModelQueries
 from trident.runtime.settings import ServerSettings
 
 from . import codec
@@ -25,8 +25,8 @@ METRICS_CONTENT_TYPE = "text/plain; charset=utf-8"
 class MetricsFrontend:
     """Serves GET /metrics; any other path is 404, any other method 405."""
 
-    def __init__(self, dataplane: DataPlane, settings: ServerSettings) -> None:
-        self.dataplane = dataplane
+    def __init__(self, queries: ModelQueries, settings: ServerSettings) -> None:
+        self.queries = queries
         self.settings = settings
         self._runner: web.ServerRunner | None = None
 
@@ -63,7 +63,7 @@ class MetricsFrontend:
                 body=codec.error_body("Method Not Allowed"), status=405, headers=JSON_HEADERS
             )
         try:
-            text = self.dataplane.metrics_text()
+            text = self.queries.metrics_text()
         except Exception as exc:
             logger.exception("rendering metrics failed")
             return web.Response(

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.core.model_overrides import LoadRequestLimits
 from trident.runtime.errors import TridentError
 from trident.runtime.settings import ServerSettings

@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from trident.runtime.core.dispatch import DataPlane
+from trident.runtime.core.data_plane import DataPlane
 from trident.runtime.errors import InvalidArgumentError, NotFoundError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -72,7 +72,9 @@ class OpenAIHandlers:
     nested deeper than `max_json_depth` are refused as on every other route."""
 
     def __init__(self, dataplane: DataPlane, read_body: ReadBody, max_json_depth: int) -> None:
-        self.dataplane = dataplane
+        self._inference = dataplane.inference
+        self._queries = dataplane.queries
+        self._admin = dataplane.admin
         self._read_body = read_body
         self._max_json_depth = max_json_depth
 
@@ -111,11 +113,11 @@ class OpenAIHandlers:
 
     async def _llm_models(self) -> list[str]:
         names: list[str] = []
-        for entry in await self.dataplane.repository_index(ready_only=True):
+        for entry in await self._admin.repository_index(ready_only=True):
             if entry.name in names:
                 continue
             try:
-                config = self.dataplane.model_config(entry.name)
+                config = self._queries.model_config(entry.name)
             except TridentError:
                 continue  # unloaded meanwhile
             if config.backend == LLM_BACKEND:
@@ -153,7 +155,7 @@ class OpenAIHandlers:
 
     def _check_model(self, name: str) -> None:
         try:
-            config = self.dataplane.model_config(name)
+            config = self._queries.model_config(name)
         except NotFoundError:
             raise NotFoundError(f"The model '{name}' does not exist") from None
         if config.backend != LLM_BACKEND:
@@ -165,7 +167,7 @@ class OpenAIHandlers:
     async def _whole(
         self, infer_request: InferenceRequest, builder: ResponseBuilder
     ) -> web.Response:
-        stream = self.dataplane.infer_stream(infer_request)
+        stream = self._inference.infer_stream(infer_request)
         deltas: list[Delta] = []
         try:
             async for response in stream:
@@ -191,7 +193,7 @@ class OpenAIHandlers:
         infer_request: InferenceRequest,
         builder: ResponseBuilder,
     ) -> web.StreamResponse:
-        stream = self.dataplane.infer_stream(infer_request)
+        stream = self._inference.infer_stream(infer_request)
         usage = Usage()
         try:
             first = await _next(stream)
