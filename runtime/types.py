@@ -199,7 +199,7 @@ class CancellationToken:
 
 @dataclass(slots=True)
 class InferenceRequest:
-    """One inference request, as every frontend hands it to the core (runtime/core/dispatch.py)."""
+    """One inference request, as every frontend hands it to the core (runtime/core/inference.py)."""
 
     model_name: str
     #: Requested version; 0 means "let the version policy choose" (the highest ready version).

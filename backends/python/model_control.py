@@ -1,9 +1,9 @@
 """The model loading API of Triton's BLS: `pb_utils.load_model`, `unload_model`,
 `is_model_ready`.
 
-The server hands the calling instance an object with the DataPlane's methods of the same names
-in `InstanceContext.extras["model_control"]`; these functions call it on the server loop and
-wait, so they are for synchronous model code (as in Triton, where they block).
+The server hands the calling instance an object with methods of the same names (the core's
+ModelControl) in `InstanceContext.extras["model_control"]`; these functions call it on the
+server loop and wait, so they are for synchronous model code (as in Triton, where they block).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .errors import TritonModelException
 
 
 class ModelControl(Protocol):
-    """What the server provides (trident.runtime.core.dispatch.DataPlane has these)."""
+    """What the server provides (trident.runtime.core.data_plane.ModelControl)."""
 
     async def load_model(
         self, name: str, config_json: str = "", files: dict[str, bytes] | None = None

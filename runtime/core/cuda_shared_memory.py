@@ -9,7 +9,7 @@ moves.
 The CUDA runtime is opened on the first registration, never at startup: without a GPU,
 registering answers UnsupportedError while status and unregister keep working (there is nothing
 to list or remove). Region names share one namespace with system shared memory, as in Triton;
-DataPlane enforces that across the two registries.
+administration.py enforces that across the two registries.
 """
 
 from __future__ import annotations

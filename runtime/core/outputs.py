@@ -43,7 +43,7 @@ def finish_outputs(
                 model.max_batch_size > 0,
             )
         if wanted.shared_memory is not None:
-            # Region names are unique across system and CUDA shared memory (see dispatch.py).
+            # Region names are unique across system and CUDA shared memory (see administration.py).
             if cuda_shared_memory is not None and wanted.shared_memory.region in cuda_shared_memory:
                 cuda_shared_memory.write_output(tensor, wanted.shared_memory)
             else:

@@ -8,7 +8,7 @@ shapes. `EnsembleScheduler` runs requests: a step starts as soon as all its inpu
 independent steps run concurrently; tensors are routed by name; the first failing step fails the
 request ("in ensemble 'ens', step 'model_a': <message>").
 
-Composing models are called through the normal request path (`DataPlane.infer`), so they keep
+Composing models are called through the normal request path (`InferenceService.infer`), so they keep
 their own statistics, batching, caching and validation. The ensemble's own statistics count each
 ensemble request once, as Triton does.
 """
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from trident.runtime.core.loaded_model import LoadedModel
     from trident.runtime.core.stats import ModelStats
 
-#: Runs one request through the server (DataPlane.infer).
+#: Runs one request through the server (InferenceService.infer).
 InferFunction = Callable[[InferenceRequest], Awaitable[InferenceResponse]]
 #: Finds the loaded model serving (name, version); raises TridentError when there is none.
 ModelLookup = Callable[[str, int], "LoadedModel"]
