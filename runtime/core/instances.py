@@ -13,8 +13,11 @@ whose executions prove short (a running average of the thread's CPU time under t
 model's only instance (several instances are there to run in parallel, which the loop cannot).
 CPU time, not wall time: time spent waiting for the GIL is exactly the cost inline execution
 removes. One long execution sends the instance back to its thread for good, so a model that is
-sometimes slow never holds the loop twice; so does a model that needs to block (a BLS `exec()`),
-whose batch is rerun on its thread.
+sometimes slow never holds the loop twice. So does an instance that hands a batch over to its
+thread (MustRunOnWorkerThread: a Python model waiting for a BLS call, an isolated model's batch
+still running): the core then calls `execute` on the thread with the same requests, and the
+instance finishes that batch there; no batch is ever executed twice. An instance may also
+withdraw `may_run_inline` (a Python model that called the server), which keeps it on its thread.
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ class Outcome(NamedTuple):
     output_start_ns: int
     end_ns: int
 
+
+#: Builds an Outcome without NamedTuple's Python-level `__new__`: once per execution, on the
+#: hot path, in less than half the time.
+_new_outcome = tuple.__new__
 
 #: Executions averaging less than this run inline (0 turns inline execution off).
 DEFAULT_INLINE_THRESHOLD_NS = 1_000_000
@@ -132,7 +139,7 @@ class InstanceWorker:
             raise
         except BaseException as exc:  # a model's own failure (SystemExit too): keep serving
             raise self._failure(exc) from exc
-        if responses is _RERUN:
+        if responses is _HANDED_OVER:
             return None
         return self._outcome(requests, responses, timing, start)  # type: ignore[arg-type]
 
@@ -146,9 +153,7 @@ class InstanceWorker:
                 responses = await self.instance.execute(requests, timing)  # type: ignore[misc]
             elif self._inline:
                 responses = self._execute_inline(requests, timing)
-                if responses is _RERUN:
-                    timing = ComputeTiming()
-                    start = time.monotonic_ns()
+                if responses is _HANDED_OVER:  # the instance finishes it there (same timing)
                     responses = await self._execute_on_thread(requests, timing)
             else:
                 responses = await self._execute_on_thread(requests, timing)
@@ -178,7 +183,7 @@ class InstanceWorker:
                 f"instance '{self.name}' returned {len(responses)} responses for "
                 f"{len(requests)} requests"
             )
-        outcome = Outcome(responses, start, input_end, output_start, end)
+        outcome: Outcome = _new_outcome(Outcome, (responses, start, input_end, output_start, end))
         for request in requests:
             if request.trace is not None:  # traced requests get the execution's stages
                 record_compute(requests, responses, start, input_end, output_start, end)
@@ -229,7 +234,7 @@ class InstanceWorker:
             return self.instance.execute(requests, timing)
         except MustRunOnWorkerThread:
             self._inline = self._inline_allowed = False
-            return _RERUN
+            return _HANDED_OVER
         finally:
             EXECUTING_INLINE.reset(token)
             if self._inline:
@@ -262,6 +267,7 @@ class InstanceWorker:
             self._average_wall_ns += (wall_ns - self._average_wall_ns) * 0.125
         if (
             not self._inline_vetoed
+            and self.instance.may_run_inline  # withdrawn by the instance meanwhile?
             and self._observed >= _WARMUP_EXECUTIONS
             and self._average_ns < threshold
             and self._average_wall_ns < threshold * _WALL_FACTOR
@@ -296,5 +302,6 @@ class _CollectionClock:
 _collection = _CollectionClock()
 gc.callbacks.append(_collection)
 
-#: Marks a batch that asked to run on its thread instead (MustRunOnWorkerThread).
-_RERUN = object()
+#: Marks a batch an inline execution handed over to the instance's thread to finish
+#: (MustRunOnWorkerThread).
+_HANDED_OVER = object()
