@@ -127,6 +127,17 @@ def copy_models(repository: Path, *names: str) -> Path:
     return repository
 
 
+def copy_model(repository: Path, name: str, as_name: str | None = None) -> Path:
+    """Copy tests/models/<name> into `repository` as `as_name` (default: `name`); return the copy.
+
+    For a test that needs the folder under a name of its own (the instance name, a module name
+    derived from it): the model's config.pbtxt, if any, must then leave `name` out.
+    """
+    target = repository / (as_name or name)
+    shutil.copytree(MODELS / name, target, ignore=_BYTECODE)
+    return target
+
+
 def model_source(name: str) -> str:
     """The model.py of tests/models/<name>, for a test that serves it under its own config."""
     return (MODELS / name / "1" / "model.py").read_text()

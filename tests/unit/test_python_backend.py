@@ -1,5 +1,5 @@
-"""The Python backend's execute path: model.py files written to tmp_path, run through the backend
-directly with runtime requests whose responders live on a real event loop."""
+"""The Python backend's execute path: models of tests/models copied to tmp_path, run through the
+backend directly with runtime requests whose responders live on a real event loop."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.helpers import copy_model
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend, create_backend
 from trident.runtime.errors import (
@@ -21,26 +22,12 @@ from trident.runtime.types import CancellationToken
 
 from .test_python_backend_support import (
     LoopThread,
-    copy_model,
     loop_thread,
     make_context,
     make_request,
     output,
     write_model,
 )
-
-IDENTITY = """
-    import triton_python_backend_utils as pb_utils
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            return [
-                pb_utils.InferenceResponse([
-                    pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())
-                ])
-                for r in requests
-            ]
-"""
 
 
 @pytest.fixture
@@ -59,7 +46,7 @@ def test_create_backend_names_the_python_backend():
 
 
 def test_identity_returns_the_input_array_without_copies(tmp_path):
-    instance = instance_of(write_model(tmp_path, "identity", IDENTITY))
+    instance = instance_of(copy_model(tmp_path, "py_identity_in_out"))
     data = np.arange(6, dtype=np.int32).reshape(2, 3)
     responses = instance.execute([make_request("identity", {"IN": data})], ComputeTiming())
     assert instance.is_async is False and instance.decoupled is False
@@ -91,24 +78,7 @@ def test_add_sub_two_inputs_two_outputs_and_timing_marks(tmp_path):
 
 
 def test_bytes_tensors_in_and_out(tmp_path):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                responses = []
-                for request in requests:
-                    text = pb_utils.get_input_tensor_by_name(request, "TEXT").as_numpy()
-                    flipped = np.array([item[::-1] for item in text.reshape(-1)], dtype=object)
-                    as_str = np.array(["héllo", "wörld"])  # a str array: encoded for the client
-                    responses.append(pb_utils.InferenceResponse([
-                        pb_utils.Tensor("FLIPPED", flipped.reshape(text.shape)),
-                        pb_utils.Tensor("STR", as_str),
-                    ]))
-                return responses
-    """
-    instance = instance_of(write_model(tmp_path, "bytes", source))
+    instance = instance_of(copy_model(tmp_path, "py_bytes_flip"))
     text = np.array([b"abc", b"de"], dtype=np.object_)
     (response,) = instance.execute([make_request("bytes", {"TEXT": text})], ComputeTiming())
     flipped = response.outputs[0]
@@ -120,23 +90,7 @@ def test_bytes_tensors_in_and_out(tmp_path):
 
 
 def test_error_responses_fail_only_their_request_with_the_code_they_name(tmp_path):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                out = pb_utils.Tensor("OUT", np.zeros(1, np.float32))
-                return [
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                        "bad input value", pb_utils.TritonError.INVALID_ARG)),
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError("plain failure")),
-                    pb_utils.InferenceResponse([out]),
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                        "gone", code=pb_utils.TritonError.NOT_FOUND)),
-                ]
-    """
-    instance = instance_of(write_model(tmp_path, "errors", source))
+    instance = instance_of(copy_model(tmp_path, "py_error_responses"))
     x = np.zeros(1, np.float32)
     responses = instance.execute(
         [make_request("errors", {"IN": x}) for _ in range(4)], ComputeTiming()
@@ -153,12 +107,7 @@ def test_error_responses_fail_only_their_request_with_the_code_they_name(tmp_pat
 
 
 def test_an_exception_in_execute_fails_the_batch_with_its_message_and_line(tmp_path):
-    source = """
-        class TritonPythonModel:
-            def execute(self, requests):
-                raise ValueError("the model exploded")
-    """
-    instance = instance_of(write_model(tmp_path, "boom", source))
+    instance = instance_of(copy_model(tmp_path, "py_execute_raises", "boom"))
     with pytest.raises(ModelExecutionError) as caught:
         instance.execute([make_request("boom", {"IN": np.zeros(1)})], ComputeTiming())
     assert caught.value.message == (
@@ -187,37 +136,7 @@ def test_a_malformed_execute_result_is_a_clear_error(tmp_path, returned, expecte
 
 
 def test_request_accessors(tmp_path):
-    source = """
-        import json
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                responses = []
-                for r in requests:
-                    seen = {
-                        "id": r.request_id(),
-                        "correlation_id": r.correlation_id(),
-                        "flags": r.flags(),
-                        "parameters": json.loads(r.parameters()),
-                        "requested": r.requested_output_names(),
-                        "inputs": [t.name() for t in r.inputs()],
-                        "shape": r.inputs()[0].shape(),
-                        "cancelled": r.is_cancelled(),
-                        "timeout": r.timeout(),
-                    }
-                    blob = np.array([json.dumps(seen).encode()], dtype=object)
-                    responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SEEN", blob)]))
-                return responses
-    """
-    config = """
-        backend: "python"
-        input [ { name: "IN" data_type: TYPE_FP32 dims: [ -1 ] } ]
-        output [ { name: "SEEN" data_type: TYPE_STRING dims: [ 1 ] },
-                 { name: "OTHER" data_type: TYPE_FP32 dims: [ 1 ] } ]
-    """
-    instance = instance_of(write_model(tmp_path, "accessors", source, config))
+    instance = instance_of(copy_model(tmp_path, "py_request_accessors"))
     cancelled = CancellationToken()
     cancelled.cancel()
     requests = [
@@ -260,36 +179,8 @@ def test_request_accessors(tmp_path):
     assert second["parameters"] == {}
 
 
-DECOUPLED_CONFIG = """
-    backend: "python"
-    model_transaction_policy { decoupled: true }
-    input [ { name: "N" data_type: TYPE_INT32 dims: [ 1 ] } ]
-    output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
-
-DECOUPLED = """
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            for request in requests:
-                sender = request.get_response_sender()
-                count = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy()[0])
-                for i in range(count):
-                    out = pb_utils.Tensor("OUT", np.array([i], np.int32))
-                    sender.send(pb_utils.InferenceResponse([out]))
-                sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                try:
-                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                except pb_utils.TritonModelException as exc:
-                    self.late_send_error = str(exc)
-            return None
-"""
-
-
 def test_decoupled_model_streams_through_the_response_sender(tmp_path, loop: LoopThread):
-    instance = instance_of(write_model(tmp_path, "stream", DECOUPLED, DECOUPLED_CONFIG))
+    instance = instance_of(copy_model(tmp_path, "py_decoupled_counter"))
     assert instance.decoupled is True
     request = make_request("stream", {"N": np.array([3], np.int32)})
     request.responder = loop.stream_responder()
@@ -306,26 +197,7 @@ def test_decoupled_model_streams_through_the_response_sender(tmp_path, loop: Loo
 def test_decoupled_model_may_send_from_its_own_thread_after_execute_returns(
     tmp_path, loop: LoopThread
 ):
-    source = """
-        import threading
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                for request in requests:
-                    sender = request.get_response_sender()
-                    def work(sender=sender):
-                        for i in range(2):
-                            if sender.is_cancelled():
-                                break
-                            out = pb_utils.Tensor("OUT", np.array([i], np.int32))
-                            sender.send(pb_utils.InferenceResponse([out]))
-                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                    threading.Thread(target=work).start()
-                return None
-    """
-    instance = instance_of(write_model(tmp_path, "threaded", source, DECOUPLED_CONFIG))
+    instance = instance_of(copy_model(tmp_path, "py_decoupled_thread_sender"))
     request = make_request("threaded", {"N": np.array([2], np.int32)})
     request.responder = loop.stream_responder()
     assert instance.execute([request], ComputeTiming()) is None
@@ -334,12 +206,7 @@ def test_decoupled_model_may_send_from_its_own_thread_after_execute_returns(
 
 
 def test_decoupled_model_that_returns_responses_is_an_error(tmp_path, loop: LoopThread):
-    source = """
-        class TritonPythonModel:
-            def execute(self, requests):
-                return []
-    """
-    instance = instance_of(write_model(tmp_path, "wrong", source, DECOUPLED_CONFIG))
+    instance = instance_of(copy_model(tmp_path, "py_decoupled_returns_list"))
     request = make_request("wrong", {"N": np.array([1], np.int32)})
     request.responder = loop.stream_responder()
     with pytest.raises(ModelExecutionError, match="execute function must return None"):
@@ -347,29 +214,7 @@ def test_decoupled_model_that_returns_responses_is_an_error(tmp_path, loop: Loop
 
 
 def test_non_decoupled_model_may_answer_through_the_response_sender(tmp_path, loop: LoopThread):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                self.errors = []
-                for request in requests:
-                    sender = request.get_response_sender()
-                    try:
-                        sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                    except pb_utils.TritonModelException as exc:
-                        self.errors.append(str(exc))
-                    out = pb_utils.Tensor("OUT", np.array([7], np.int32))
-                    sender.send(pb_utils.InferenceResponse([out]))
-                    try:
-                        sender.send(pb_utils.InferenceResponse([out]))
-                    except pb_utils.TritonModelException as exc:
-                        self.errors.append(str(exc))
-                    sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-                return None
-    """
-    instance = instance_of(write_model(tmp_path, "single", source))
+    instance = instance_of(copy_model(tmp_path, "py_sender_single_response"))
     request = make_request("single", {"N": np.array([1], np.int32)})
     request.responder = loop.single_responder()
     assert instance.execute([request], ComputeTiming()) is None
@@ -386,12 +231,7 @@ def test_non_decoupled_model_may_answer_through_the_response_sender(tmp_path, lo
 def test_non_decoupled_model_returning_none_without_sending_fails_the_request(
     tmp_path, loop: LoopThread
 ):
-    source = """
-        class TritonPythonModel:
-            def execute(self, requests):
-                return None
-    """
-    instance = instance_of(write_model(tmp_path, "silent", source))
+    instance = instance_of(copy_model(tmp_path, "py_returns_none"))
     request = make_request("silent", {"N": np.array([1], np.int32)})
     request.responder = loop.single_responder()
     assert instance.execute([request], ComputeTiming()) is None
@@ -401,21 +241,7 @@ def test_non_decoupled_model_returning_none_without_sending_fails_the_request(
 
 
 def test_async_execute_runs_on_the_event_loop(tmp_path, loop: LoopThread):
-    source = """
-        import asyncio
-        import threading
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            async def execute(self, requests):
-                await asyncio.sleep(0)
-                self.thread = threading.get_ident()
-                return [
-                    pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "IN")])
-                    for r in requests
-                ]
-    """
-    instance = instance_of(write_model(tmp_path, "async_id", source), loop=loop.loop)
+    instance = instance_of(copy_model(tmp_path, "py_async_identity"), loop=loop.loop)
     assert instance.is_async is True
     data = np.array([1.5], np.float32)
     (response,) = loop.run(
@@ -426,12 +252,7 @@ def test_async_execute_runs_on_the_event_loop(tmp_path, loop: LoopThread):
 
 
 def test_async_execute_exception_is_a_model_execution_error(tmp_path, loop: LoopThread):
-    source = """
-        class TritonPythonModel:
-            async def execute(self, requests):
-                raise RuntimeError("async failure")
-    """
-    instance = instance_of(write_model(tmp_path, "async_boom", source), loop=loop.loop)
+    instance = instance_of(copy_model(tmp_path, "py_async_raises"), loop=loop.loop)
     with pytest.raises(ModelExecutionError, match="RuntimeError: async failure"):
         loop.run(
             instance.execute([make_request("async_boom", {"IN": np.zeros(1)})], ComputeTiming())
@@ -439,34 +260,7 @@ def test_async_execute_exception_is_a_model_execution_error(tmp_path, loop: Loop
 
 
 def test_decoupled_async_execute_serves_requests_concurrently(tmp_path, loop: LoopThread):
-    source = """
-        import asyncio
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def initialize(self, args):
-                self.second_arrived = None
-
-            async def execute(self, requests):
-                # The first request waits until the second one ran: only possible when the
-                # instance takes the next batch while this one waits.
-                if self.second_arrived is None:
-                    self.second_arrived = asyncio.Event()
-                    await asyncio.wait_for(self.second_arrived.wait(), 5)
-                    value = 1
-                else:
-                    self.second_arrived.set()
-                    value = 2
-                for request in requests:
-                    sender = request.get_response_sender()
-                    out = pb_utils.Tensor("OUT", np.array([value], np.int32))
-                    sender.send(pb_utils.InferenceResponse([out]),
-                                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
-    """
-    instance = instance_of(
-        write_model(tmp_path, "async_stream", source, DECOUPLED_CONFIG), loop=loop.loop
-    )
+    instance = instance_of(copy_model(tmp_path, "py_decoupled_async_concurrent"), loop=loop.loop)
     first = make_request("async_stream", {"N": np.array([1], np.int32)})
     second = make_request("async_stream", {"N": np.array([1], np.int32)})
     first.responder = loop.stream_responder()
@@ -479,16 +273,7 @@ def test_decoupled_async_execute_serves_requests_concurrently(tmp_path, loop: Lo
 
 
 def test_decoupled_async_execute_failure_ends_the_open_streams(tmp_path, loop: LoopThread):
-    source = """
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            async def execute(self, requests):
-                raise pb_utils.TritonModelException("cannot stream today")
-    """
-    instance = instance_of(
-        write_model(tmp_path, "async_fail", source, DECOUPLED_CONFIG), loop=loop.loop
-    )
+    instance = instance_of(copy_model(tmp_path, "py_decoupled_async_fail"), loop=loop.loop)
     request = make_request("async_fail", {"N": np.array([1], np.int32)})
     request.responder = loop.stream_responder()
     assert loop.run(instance.execute([request], ComputeTiming())) is None
@@ -500,19 +285,7 @@ def test_decoupled_async_execute_failure_ends_the_open_streams(tmp_path, loop: L
 
 def test_sync_execute_may_run_on_any_worker_thread_concurrently_with_others(tmp_path):
     # Two instances of one model: each keeps its own model object and module state.
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        CALLS = []
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                CALLS.append(1)
-                out = pb_utils.Tensor("OUT", np.array([len(CALLS)], np.int32))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    model_dir = write_model(tmp_path, "counter", source)
+    model_dir = copy_model(tmp_path, "py_module_counter")
     first, second = instance_of(model_dir), instance_of(model_dir)
     results = []
 
