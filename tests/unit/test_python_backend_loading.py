@@ -1,5 +1,5 @@
-"""Loading Python models: module isolation, sibling imports, initialize/finalize, load errors and
-the model's auto_complete_config."""
+"""Loading Python models (copied from tests/models to tmp_path): module isolation, sibling imports,
+initialize/finalize, load errors and the model's auto_complete_config."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests.helpers import copy_model
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.core.model_config import normalize, parse_config_text
@@ -19,7 +20,6 @@ from trident.runtime.protocol import model_config_pb2 as mc
 
 from .test_python_backend_support import (
     LoopThread,
-    copy_model,
     loop_thread,
     make_context,
     make_request,
@@ -42,25 +42,10 @@ def run_once(instance, model="m"):
     return response
 
 
-USES_HELPER = """
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-    import helper
-    from .relative import OFFSET
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            import helper as lazily_imported  # inside execute, as some models do
-            value = helper.VALUE + OFFSET + lazily_imported.VALUE
-            out = pb_utils.Tensor("OUT", np.array([value], np.int32))
-            return [pb_utils.InferenceResponse([out]) for _ in requests]
-"""
-
-
 def test_two_models_named_model_py_with_same_named_helpers_do_not_clash(tmp_path):
     instances = []
     for name, value in (("first", 10), ("second", 20)):
-        model_dir = write_model(tmp_path, name, USES_HELPER)
+        model_dir = copy_model(tmp_path, "py_uses_helper", name)
         (model_dir / "1" / "helper.py").write_text(f"VALUE = {value}\n")
         (model_dir / "1" / "relative.py").write_text(f"OFFSET = {value // 10}\n")
         instances.append(instance_of(model_dir))
@@ -72,69 +57,21 @@ def test_two_models_named_model_py_with_same_named_helpers_do_not_clash(tmp_path
 
 
 def test_helpers_in_the_model_folder_and_sibling_packages_import(tmp_path):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-        import shared_settings
-        from tools.scale import factor
-        from tools import scale
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                value = shared_settings.BASE * factor() + scale.EXTRA
-                out = pb_utils.Tensor("OUT", np.array([value], np.int32))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    model_dir = write_model(tmp_path, "pkg_model", source)
-    (model_dir / "shared_settings.py").write_text("BASE = 5\n")  # REPO/NAME, next to config
-    tools = model_dir / "1" / "tools"
-    tools.mkdir()
-    (tools / "__init__.py").write_text("")
-    (tools / "scale.py").write_text(
-        "import shared_settings\nEXTRA = 1\ndef factor():\n    return shared_settings.BASE\n"
-    )
+    # shared_settings.py lies in the model folder, next to config; tools/ in the version folder.
+    model_dir = copy_model(tmp_path, "py_sibling_packages")
     instance = instance_of(model_dir)
     assert int(output(run_once(instance), "OUT")[0]) == 5 * 5 + 1
 
 
 def test_standard_and_installed_modules_win_over_same_named_files(tmp_path):
     # As in Triton, where the model folders come last on sys.path.
-    source = """
-        import types
-        import numpy
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                ok = hasattr(types, "SimpleNamespace") and hasattr(numpy, "ndarray")
-                out = pb_utils.Tensor("OUT", numpy.array([ok]))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    model_dir = write_model(tmp_path, "shadows", source)
-    (model_dir / "1" / "types.py").write_text("raise RuntimeError('shadowed the stdlib')\n")
-    (model_dir / "1" / "numpy.py").write_text("raise RuntimeError('shadowed numpy')\n")
+    model_dir = copy_model(tmp_path, "py_shadowed_modules")  # with 1/types.py and 1/numpy.py
     assert bool(output(run_once(instance_of(model_dir)), "OUT")[0]) is True
 
 
 def test_pickle_finds_classes_of_the_models_sibling_modules(tmp_path):
-    source = """
-        import pickle
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def initialize(self, args):
-                with open(args["model_repository"] + "/weights.pkl", "rb") as f:
-                    self.weights = pickle.load(f)
-
-            def execute(self, requests):
-                out = pb_utils.Tensor("OUT", np.array([self.weights.value], np.int32))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    model_dir = write_model(tmp_path, "pickled", source)
-    (model_dir / "1" / "weightsdef.py").write_text(
-        "class Weights:\n    def __init__(self, value):\n        self.value = value\n"
-    )
+    # Copied as `pickled`: the module name checked below (`..._pickled_v1`) derives from it.
+    model_dir = copy_model(tmp_path, "py_pickled_weights", "pickled")  # with 1/weightsdef.py
     # Pickled elsewhere with the class living in a top-level module called `weightsdef`.
     sys.path.insert(0, str(model_dir / "1"))
     try:
@@ -152,19 +89,7 @@ def test_pickle_finds_classes_of_the_models_sibling_modules(tmp_path):
 
 
 def test_importlib_lookups_of_sibling_names_resolve_while_the_model_runs(tmp_path):
-    source = """
-        import importlib
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                plugin = importlib.import_module("plugin_for_lookup")
-                out = pb_utils.Tensor("OUT", np.array([plugin.VALUE], np.int32))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    model_dir = write_model(tmp_path, "lookup", source)
-    (model_dir / "1" / "plugin_for_lookup.py").write_text("VALUE = 31\n")
+    model_dir = copy_model(tmp_path, "py_importlib_lookup")  # with 1/plugin_for_lookup.py
     instance = instance_of(model_dir)
     assert int(output(run_once(instance), "OUT")[0]) == 31
     with pytest.raises(ModuleNotFoundError):  # outside the model's code: unknown
@@ -174,22 +99,7 @@ def test_importlib_lookups_of_sibling_names_resolve_while_the_model_runs(tmp_pat
 
 
 def test_close_calls_finalize_and_forgets_the_models_modules(tmp_path):
-    source = """
-        import helper
-
-        class TritonPythonModel:
-            def initialize(self, args):
-                self.path = args["model_repository"] + "/finalized"
-
-            def execute(self, requests):
-                return []
-
-            def finalize(self):
-                with open(self.path, "w") as f:
-                    f.write("done")
-    """
-    model_dir = write_model(tmp_path, "final", source)
-    (model_dir / "1" / "helper.py").write_text("")
+    model_dir = copy_model(tmp_path, "py_finalize_writes")  # with 1/helper.py
     instance = instance_of(model_dir)
     package = instance._imported.importer.package
     assert f"{package}.helper" in sys.modules
@@ -199,24 +109,7 @@ def test_close_calls_finalize_and_forgets_the_models_modules(tmp_path):
 
 
 def test_async_initialize_and_finalize_run_on_the_server_loop(tmp_path, loop: LoopThread):
-    source = """
-        import asyncio
-        import threading
-
-        class TritonPythonModel:
-            async def initialize(self, args):
-                await asyncio.sleep(0)
-                self.init_thread = threading.get_ident()
-
-            async def execute(self, requests):
-                return []
-
-            async def finalize(self):
-                await asyncio.sleep(0)
-                with open(self.path, "w") as f:
-                    f.write(str(threading.get_ident()))
-    """
-    model_dir = write_model(tmp_path, "async_life", source)
+    model_dir = copy_model(tmp_path, "py_async_lifecycle")
     instance = instance_of(model_dir, loop=loop.loop)
     assert instance._model.init_thread == loop.thread_id
     instance._model.path = str(tmp_path / "finalized")
@@ -225,21 +118,9 @@ def test_async_initialize_and_finalize_run_on_the_server_loop(tmp_path, loop: Lo
 
 
 def test_initialize_receives_tritons_args(tmp_path):
-    source = """
-        class TritonPythonModel:
-            def initialize(self, args):
-                self.args = args
-
-            def execute(self, requests):
-                return []
-    """
-    config = """
-        backend: "python"
-        max_batch_size: 8
-        input [ { name: "IN" data_type: TYPE_FP32 dims: [ 4 ] } ]
-        output [ { name: "OUT" data_type: TYPE_FP32 dims: [ 4 ] } ]
-    """
-    model_dir = write_model(tmp_path, "args_model", source, config, version=3)
+    # Served as args_model, version 3: the names and version args must carry.
+    model_dir = copy_model(tmp_path, "py_args_recorder", "args_model")
+    (model_dir / "1").rename(model_dir / "3")
     instance = instance_of(model_dir, version=3, kind="GPU", device_id=1)
     args = instance._model.args
     assert set(args) == {
@@ -266,13 +147,7 @@ def test_initialize_receives_tritons_args(tmp_path):
 
 
 def test_default_model_filename_renames_the_model_file(tmp_path):
-    source = """
-        class TritonPythonModel:
-            def execute(self, requests):
-                return []
-    """
-    config = 'backend: "python"\ndefault_model_filename: "main.py"\n'
-    model_dir = write_model(tmp_path, "renamed", source, config, filename="main.py")
+    model_dir = copy_model(tmp_path, "py_default_filename")  # 1/main.py, named in its config
     instance = instance_of(model_dir)
     assert instance._imported.module.__name__.endswith(".main")
 

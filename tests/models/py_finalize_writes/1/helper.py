@@ -1,0 +1,1 @@
+"""Imported by model.py only to be a module of the model."""

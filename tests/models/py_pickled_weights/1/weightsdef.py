@@ -1,0 +1,3 @@
+class Weights:
+    def __init__(self, value):
+        self.value = value
