@@ -1,5 +1,6 @@
-"""BLS from Python models: requests to other models through fake `infer` / `stream_infer`
-callables in the InstanceContext, with the model running on a worker thread or on the loop."""
+"""BLS from Python models (copied from tests/models to tmp_path): requests to other models through
+fake `infer` / `stream_infer` callables in the InstanceContext, with the model running on a worker
+thread or on the loop."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import threading
 import numpy as np
 import pytest
 
+from tests.helpers import copy_model
 from trident.backends.base import ComputeTiming
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.errors import NotFoundError, UnsupportedError
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 from .test_python_backend_support import LoopThread, loop_thread, make_context, make_request, output
-from .test_python_backend_support import write_model as write
 
 SEEN: list[InferenceRequest] = []
 
@@ -53,8 +54,9 @@ def loop():
     yield from loop_thread()
 
 
-def instance_of(tmp_path, name, source, loop: LoopThread, config=""):
-    model_dir = write(tmp_path, name, source, config)
+def instance_of(tmp_path, name, loop: LoopThread):
+    """tests/models/<name>, instantiated with the fake infer / stream_infer callables."""
+    model_dir = copy_model(tmp_path, name)
     context = make_context(
         model_dir, loop=loop.loop, infer=fake_infer, stream_infer=fake_stream_infer
     )
@@ -67,29 +69,7 @@ def run_sync(instance, inputs):
 
 
 def test_sync_exec_runs_the_request_through_the_server(tmp_path, loop: LoopThread):
-    source = """
-        import json
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                responses = []
-                for request in requests:
-                    x = pb_utils.get_input_tensor_by_name(request, "X")
-                    bls = pb_utils.InferenceRequest(
-                        model_name="doubler", requested_output_names=["DOUBLED"], inputs=[x],
-                        request_id="inner", correlation_id=5, model_version=2,
-                        flags=pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START, timeout=1000,
-                        parameters={"k": "v", "n": 3})
-                    answer = bls.exec()
-                    assert not answer.has_error(), answer.error().message()
-                    doubled = pb_utils.get_output_tensor_by_name(answer, "DOUBLED")
-                    self.response_parameters = json.loads(answer.parameters())
-                    responses.append(pb_utils.InferenceResponse([doubled]))
-                return responses
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_exec_doubler", loop)
     response = run_sync(instance, {"X": np.array([1.0, 2.5], np.float32)})
     np.testing.assert_array_equal(output(response, "DOUBLED"), [2.0, 5.0])
     (inner,) = SEEN
@@ -112,20 +92,7 @@ def test_sync_exec_runs_the_request_through_the_server(tmp_path, loop: LoopThrea
 
 
 def test_bls_failures_come_back_as_error_responses(tmp_path, loop: LoopThread):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                x = pb_utils.Tensor("X", np.zeros(1, np.float32))
-                answer = pb_utils.InferenceRequest(
-                    model_name="missing", requested_output_names=[], inputs=[x]).exec()
-                self.seen = (answer.has_error(), answer.error().code(), answer.error().message(),
-                             answer.output_tensors())
-                return [pb_utils.InferenceResponse(error=answer.error()) for _ in requests]
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_error_passthrough", loop)
     response = run_sync(instance, {"X": np.zeros(1, np.float32)})
     assert instance._model.seen == (
         True,
@@ -137,56 +104,13 @@ def test_bls_failures_come_back_as_error_responses(tmp_path, loop: LoopThread):
 
 
 def test_decoupled_exec_iterates_the_responses_as_they_come(tmp_path, loop: LoopThread):
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                count = pb_utils.Tensor("COUNT", np.array([3], np.int32))
-                request = pb_utils.InferenceRequest(
-                    model_name="streamer", requested_output_names=["INDEX"], inputs=[count])
-                values = []
-                for response in request.exec(decoupled=True):
-                    assert not response.has_error()
-                    if response.output_tensors():
-                        values.append(int(response.output_tensors()[0].as_numpy()[0]))
-                    else:
-                        values.append("final")
-                out = pb_utils.Tensor("VALUES", np.array([str(v) for v in values], dtype=object))
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_decoupled_iterate", loop)
     response = run_sync(instance, {"X": np.zeros(1, np.float32)})
     assert list(output(response, "VALUES")) == ["0", "1", "2", "final"]
 
 
 def test_async_exec_from_an_async_execute(tmp_path, loop: LoopThread):
-    source = """
-        import asyncio
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            async def execute(self, requests):
-                x = pb_utils.get_input_tensor_by_name(requests[0], "X")
-                single = pb_utils.InferenceRequest(
-                    model_name="doubler", requested_output_names=["DOUBLED"], inputs=[x])
-                count = pb_utils.Tensor("COUNT", np.array([2], np.int32))
-                stream = pb_utils.InferenceRequest(
-                    model_name="streamer", requested_output_names=["INDEX"], inputs=[count])
-                first, second, streamed = await asyncio.gather(
-                    single.async_exec(), single.async_exec(), stream.async_exec(decoupled=True))
-                try:
-                    single.exec()
-                except pb_utils.TritonModelException as exc:
-                    self.blocking_error = str(exc)
-                total = (pb_utils.get_output_tensor_by_name(first, "DOUBLED").as_numpy()
-                         + pb_utils.get_output_tensor_by_name(second, "DOUBLED").as_numpy())
-                self.streamed = [len(r.output_tensors()) for r in streamed]
-                return [pb_utils.InferenceResponse([pb_utils.Tensor("TOTAL", total)])]
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_async_gather", loop)
     request = make_request("caller", {"X": np.array([1.5], np.float32)})
     (response,) = loop.run(instance.execute([request], ComputeTiming()))
     np.testing.assert_array_equal(output(response, "TOTAL"), [6.0])
@@ -196,62 +120,14 @@ def test_async_exec_from_an_async_execute(tmp_path, loop: LoopThread):
 
 def test_async_exec_from_a_loop_of_the_models_own(tmp_path, loop: LoopThread):
     # A sync execute that runs its own event loop (asyncio.run) still reaches the server.
-    source = """
-        import asyncio
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                x = pb_utils.get_input_tensor_by_name(requests[0], "X")
-                request = pb_utils.InferenceRequest(
-                    model_name="doubler", requested_output_names=["DOUBLED"], inputs=[x])
-
-                async def twice():
-                    return await asyncio.gather(request.async_exec(), request.async_exec())
-
-                first, second = asyncio.run(twice())
-                out = pb_utils.get_output_tensor_by_name(first, "DOUBLED")
-                return [pb_utils.InferenceResponse([out]) for _ in requests]
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_own_event_loop", loop)
     response = run_sync(instance, {"X": np.array([4.0], np.float32)})
     np.testing.assert_array_equal(output(response, "DOUBLED"), [8.0])
     assert len(SEEN) == 2
 
 
 def test_bls_from_a_thread_the_model_started_needs_its_context(tmp_path, loop: LoopThread):
-    source = """
-        import contextvars
-        import threading
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                x = pb_utils.get_input_tensor_by_name(requests[0], "X")
-                request = pb_utils.InferenceRequest(
-                    model_name="doubler", requested_output_names=["DOUBLED"], inputs=[x])
-                results = {}
-
-                def plain():
-                    try:
-                        request.exec()
-                    except pb_utils.TritonModelException as exc:
-                        results["plain"] = str(exc)
-
-                def with_context():
-                    results["copied"] = request.exec().has_error()
-
-                threading.Thread(target=plain).start()
-                context = contextvars.copy_context()
-                worker = threading.Thread(target=context.run, args=(with_context,))
-                worker.start()
-                worker.join()
-                self.results = results
-                return [pb_utils.InferenceResponse([]) for _ in requests]
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_bls_thread_context", loop)
     run_sync(instance, {"X": np.array([1.0], np.float32)})
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and thread is not loop._thread:
@@ -285,22 +161,7 @@ def test_bls_response_iterator_cancel_ends_the_stream(tmp_path, loop: LoopThread
             )
             index += 1
 
-    source = """
-        import numpy as np
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                count = pb_utils.Tensor("COUNT", np.array([0], np.int32))
-                responses = pb_utils.InferenceRequest(
-                    model_name="endless", requested_output_names=["INDEX"], inputs=[count]
-                ).exec(decoupled=True)
-                got = [next(responses), next(responses)]
-                responses.cancel()
-                self.rest = list(responses)  # ends instead of hanging
-                return [pb_utils.InferenceResponse([]) for _ in requests]
-    """
-    model_dir = write(tmp_path, "caller", source)
+    model_dir = copy_model(tmp_path, "py_bls_stream_cancel")
     context = make_context(model_dir, loop=loop.loop, infer=fake_infer, stream_infer=endless_stream)
     instance = PythonBackend().create_instance(context)
     run_sync(instance, {"X": np.zeros(1, np.float32)})
@@ -344,24 +205,8 @@ class FakeControl:
 
 
 def test_model_loading_api(tmp_path, loop: LoopThread):
-    source = """
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                pb_utils.load_model("other", config='{"backend": "python"}',
-                                    files={"file:1/model.py": b"x"})
-                pb_utils.unload_model(model_name="other", unload_dependents=True)
-                self.ready = (pb_utils.is_model_ready("loaded"),
-                              pb_utils.is_model_ready("other", "2"))
-                try:
-                    pb_utils.load_model("bad")
-                except pb_utils.TritonModelException as exc:
-                    self.error = str(exc)
-                return [pb_utils.InferenceResponse([]) for _ in requests]
-    """
     control = FakeControl()
-    model_dir = write(tmp_path, "loader", source)
+    model_dir = copy_model(tmp_path, "py_model_control_calls")
     context = make_context(model_dir, loop=loop.loop, extras={"model_control": control})
     instance = PythonBackend().create_instance(context)
     run_sync(instance, {"X": np.zeros(1, np.float32)})
@@ -377,13 +222,6 @@ def test_model_loading_api(tmp_path, loop: LoopThread):
 
 
 def test_model_loading_api_needs_the_server_to_offer_it(tmp_path, loop: LoopThread):
-    source = """
-        import triton_python_backend_utils as pb_utils
-
-        class TritonPythonModel:
-            def execute(self, requests):
-                pb_utils.is_model_ready("x")
-    """
-    instance = instance_of(tmp_path, "caller", source, loop)
+    instance = instance_of(tmp_path, "py_model_control_unavailable", loop)
     with pytest.raises(Exception, match=r"model loading API .* is not available"):
         run_sync(instance, {"X": np.zeros(1, np.float32)})
