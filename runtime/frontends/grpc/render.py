@@ -41,42 +41,39 @@ def _tensor(tensor: TensorMetadata) -> gs.ModelMetadataResponse.TensorMetadata:
 
 
 def model_statistics(statistics: Iterable[ModelStatistics]) -> gs.ModelStatisticsResponse:
-    return gs.ModelStatisticsResponse(model_stats=[_model(stats) for stats in statistics])
+    response = gs.ModelStatisticsResponse()
+    for stats in statistics:
+        _model(stats, response.model_stats.add())
+    return response
 
 
-def _model(stats: ModelStatistics) -> gs.ModelStatistics:
-    inference = stats.inference
-    return gs.ModelStatistics(
-        name=stats.name,
-        version=str(stats.version),
-        last_inference=stats.last_inference_ms,
-        inference_count=stats.inference_count,
-        execution_count=stats.execution_count,
-        inference_stats=gs.InferStatistics(
-            success=_duration(inference.success),
-            fail=_duration(inference.fail),
-            queue=_duration(inference.queue),
-            compute_input=_duration(inference.compute_input),
-            compute_infer=_duration(inference.compute_infer),
-            compute_output=_duration(inference.compute_output),
-            cache_hit=_duration(inference.cache_hit),
-            cache_miss=_duration(inference.cache_miss),
-        ),
-        batch_stats=[
-            gs.InferBatchStatistics(
-                batch_size=batch.batch_size,
-                compute_input=_duration(batch.compute_input),
-                compute_infer=_duration(batch.compute_infer),
-                compute_output=_duration(batch.compute_output),
-            )
-            for batch in stats.batches
-        ],
-    )
+def _model(stats: ModelStatistics, message: gs.ModelStatistics) -> None:
+    message.name = stats.name
+    message.version = str(stats.version)
+    message.last_inference = stats.last_inference_ms
+    message.inference_count = stats.inference_count
+    message.execution_count = stats.execution_count
+    # Filled in place (no sub-message built and copied): setting a field marks each
+    # StatisticDuration present even when both are 0, as Triton sends them.
+    inference, target = stats.inference, message.inference_stats
+    _fill(target.success, inference.success)
+    _fill(target.fail, inference.fail)
+    _fill(target.queue, inference.queue)
+    _fill(target.compute_input, inference.compute_input)
+    _fill(target.compute_infer, inference.compute_infer)
+    _fill(target.compute_output, inference.compute_output)
+    _fill(target.cache_hit, inference.cache_hit)
+    _fill(target.cache_miss, inference.cache_miss)
+    for batch in stats.batches:
+        entry = message.batch_stats.add(batch_size=batch.batch_size)
+        _fill(entry.compute_input, batch.compute_input)
+        _fill(entry.compute_infer, batch.compute_infer)
+        _fill(entry.compute_output, batch.compute_output)
 
 
-def _duration(total: DurationTotal) -> gs.StatisticDuration:
-    # Passed to the parent's constructor, the message is present even when both are 0.
-    return gs.StatisticDuration(count=total.count, ns=total.ns)
+def _fill(target: gs.StatisticDuration, total: DurationTotal) -> None:
+    target.count = total.count
+    target.ns = total.ns
 
 
 def repository_index(entries: Iterable[RepositoryIndexEntry]) -> gs.RepositoryIndexResponse:
