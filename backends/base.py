@@ -64,8 +64,11 @@ EXECUTING_INLINE: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 class MustRunOnWorkerThread(BaseException):
-    """Raised from inside an inline `execute` that needs to block (e.g. a BLS `exec()`): the core
-    stops running this instance inline and runs the batch again on its worker thread.
+    """Raised by an inline `execute` that hands its batch over to the worker thread (a Python
+    model waiting for a BLS call, an isolated model's batch still running): the core stops
+    running this instance inline and calls `execute` on the thread with the same requests, which
+    finishes the batch the inline call started. The instance must not execute the batch's model
+    code a second time there.
 
     A BaseException, so that a model's own `except Exception` does not swallow it."""
 

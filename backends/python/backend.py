@@ -2,9 +2,11 @@
 
 Triton starts a stub process per instance and moves every tensor through shared memory; here the
 model's `execute` gets the request arrays themselves. A synchronous `execute` runs on the
-instance's worker thread, an `async def execute` on the server's event loop (so it must not
-block). Decoupled async models run each batch as a task of their own, so one instance serves
-many requests at once while they wait (Triton 24.04+ does the same).
+instance's worker thread, or inline on the event loop once its executions prove short (in a
+greenlet, so that a BLS call suspends the batch: inline.py); an `async def execute` runs on the
+server's event loop (so it must not block). Decoupled async models run each batch as a task of
+their own, so one instance serves many requests at once while they wait (Triton 24.04+ does the
+same).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from trident.backends.base import (
+    EXECUTING_INLINE,
     Backend,
     ComputeTiming,
     InstanceContext,
     ModelInstance,
-    MustRunOnWorkerThread,
 )
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import ModelExecutionError, ModelLoadError, UnavailableError
@@ -31,6 +33,7 @@ from trident.runtime.types import InferenceRequest as RuntimeRequest
 from trident.runtime.types import InferenceResponse as RuntimeResponse
 
 from .autocomplete import run_auto_complete
+from .inline import InlineRunner
 from .isolation.instance import IsolatedModelInstance, auto_complete_in_process
 from .isolation.settings import IsolationSettings
 from .loader import ImportedModel, describe_exception, import_model_file
@@ -125,10 +128,17 @@ class PythonModelInstance(ModelInstance):
         self._imported = import_model_file(
             model_file, context.model_name, context.model_version, self._search_dirs, context
         )
-        self._scope = ModelScope(context, self._imported.importer)
         self._output_names = [output.name for output in config.output]
         self._tasks: set[asyncio.Task[None]] = set()
         self.decoupled = config.model_transaction_policy.decoupled
+        # Inline runs on the server's thread: not for GPU instances (the current CUDA device is
+        # per thread) nor for decoupled models (they may keep sending from execute). Inline
+        # batches run in a greenlet, so that a BLS call suspends them (inline.py); the scope
+        # has the runner from the start, for the threads a model starts in initialize too.
+        self._inline: InlineRunner[list[RuntimeResponse] | None] | None = None
+        if not self.decoupled and context.kind == "CPU" and context.loop is not None:
+            self._inline = InlineRunner(self._execute_sync, context.loop, self._stop_inline)
+        self._scope = ModelScope(context, self._imported.importer, self._inline)
         try:
             model_class = _model_class(self._imported, model_file)
             with entered(self._scope):
@@ -140,9 +150,7 @@ class PythonModelInstance(ModelInstance):
                 )
             self._execute = execute
             self.is_async = inspect.iscoroutinefunction(execute)
-            # Inline runs on the server's thread: not for GPU instances (the current CUDA device
-            # is per thread) nor for decoupled models (they may keep sending from execute).
-            self.may_run_inline = not self.is_async and not self.decoupled and context.kind == "CPU"
+            self.may_run_inline = self._inline is not None and not self.is_async
             # A Python model holds the GIL for most of its execution, so its thread runs little
             # in parallel with the event loop, and every hand-off of the GIL between the two can
             # cost milliseconds under load: batches of a few milliseconds still run inline.
@@ -153,6 +161,8 @@ class PythonModelInstance(ModelInstance):
                     result = self._call_model(initialize, "initialize()", self._initialize_args())
                 if inspect.isawaitable(result):
                     self._run_coroutine(result, "initialize()")
+            if self._inline is not None:
+                self._inline.armed = True
         except BaseException:
             self._imported.unload()
             raise
@@ -205,13 +215,24 @@ class PythonModelInstance(ModelInstance):
     ) -> list[RuntimeResponse] | Coroutine[Any, Any, list[RuntimeResponse] | None] | None:
         if self.is_async:
             return self._execute_async(requests, timing)
+        inline = self._inline
+        if inline is not None:
+            if EXECUTING_INLINE.get():  # the core runs this batch on the loop's thread
+                return inline.run(requests, timing)
+            if inline.has_handed_over():  # the batch an inline run left waiting for BLS
+                return inline.finish(requests, timing)
+        return self._execute_sync(requests, timing)
+
+    def _execute_sync(
+        self, requests: list[RuntimeRequest], timing: ComputeTiming
+    ) -> list[RuntimeResponse] | None:
+        """One batch of a synchronous `execute`, on the instance's thread or, inline, in its
+        runner's greenlet."""
         model_requests = self._wrap(requests)
         timing.input_end_ns = time.monotonic_ns()
         token = enter(self._scope)
         try:
             result = self._execute(model_requests)
-        except MustRunOnWorkerThread:
-            raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: an error response
             raise self._failure(exc) from exc
         finally:
@@ -256,6 +277,11 @@ class PythonModelInstance(ModelInstance):
                 logger.error("%s", failure.message)
                 for request in model_requests:
                     request._end_with(failure)
+
+    def _stop_inline(self) -> None:
+        """The model called the server: from now on it runs on its own thread (the core reads
+        this before it moves an instance onto the loop)."""
+        self.may_run_inline = False
 
     def _wrap(self, requests: list[RuntimeRequest]) -> list[InferenceRequest]:
         return [
@@ -338,6 +364,8 @@ class PythonModelInstance(ModelInstance):
         except ModelLoadError as exc:  # Triton logs a failing finalize and unloads anyway
             logger.error("%s", exc.message)
         finally:
+            if self._inline is not None:
+                self._inline.close()
             self._imported.unload()
 
     def _drain_tasks(self) -> None:

@@ -1,39 +1,49 @@
 """Business Logic Scripting: a model's requests to other models, run through the server.
 
 The calling instance is found in the model scope (scope.py); its InstanceContext carries the
-server's `infer` / `stream_infer` and event loop. A synchronous `execute` runs on the instance's
-worker thread and waits on the loop; an `async def execute` runs on the loop and awaits directly.
+server's `infer` / `stream_infer` and event loop. A synchronous `execute` on the instance's
+worker thread waits on the loop; one the server runs inline on the loop suspends its batch in
+the instance's greenlet while the loop runs the call, so that nothing runs twice and the loop
+never waits (inline.py); an `async def execute` runs on the loop and awaits directly. Any call
+from a synchronous model sends it to its own thread for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import queue
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from trident.backends.base import EXECUTING_INLINE, MustRunOnWorkerThread
 from trident.runtime.errors import CancelledError, InternalError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from .errors import TritonModelException
-from .scope import current_scope
+from .scope import ModelScope, current_scope
 
 if TYPE_CHECKING:
     from trident.backends.base import InstanceContext
 
+    from .inline import InlineRunner
+
+T = TypeVar("T")
+
 
 def running_instance() -> InstanceContext:
     """The InstanceContext of the model whose code is running; raises when there is none."""
+    return _running_scope()[1]
+
+
+def _running_scope() -> tuple[ModelScope, InstanceContext]:
     scope = current_scope()
     context = scope.context if scope is not None else None
-    if context is None:
+    if scope is None or context is None:
         raise TritonModelException(
             "BLS requests can only be made while a model instance runs your code (initialize, "
             "execute, finalize). From a thread you start yourself, start it with "
             "contextvars.copy_context().run so that it knows its model."
         )
-    return context
+    return scope, context
 
 
 def calling_instance() -> InstanceContext:
@@ -52,29 +62,66 @@ def _loop_of(context: InstanceContext) -> asyncio.AbstractEventLoop:
     return context.loop
 
 
-def _refuse_on_server_loop(context: InstanceContext) -> None:
+def _on_server_loop(context: InstanceContext) -> bool:
     try:
-        running = asyncio.get_running_loop()
+        return asyncio.get_running_loop() is context.loop
     except RuntimeError:
-        return
-    if running is context.loop:
-        if EXECUTING_INLINE.get():
-            # A sync execute the server ran inline: ask for it to run on its own thread.
-            raise MustRunOnWorkerThread
+        return False
+
+
+def inline_runner(what: str) -> InlineRunner[Any] | None:
+    """The calling instance's inline runner (None for models that never run inline), told of
+    the server call `what` about to be made. Raises when the call comes from a thread of the
+    model while its execute holds the server's loop inline: that wait could never end."""
+    scope, context = _running_scope()
+    runner = scope.inline
+    if runner is None:
+        return None
+    runner.server_called()
+    _refuse_while_held(runner, what, context.model_name)
+    return runner
+
+
+def _refuse_while_held(runner: InlineRunner[Any], what: str, model_name: str) -> None:
+    if runner.holding_loop and not runner.runs_current_code():
         raise TritonModelException(
-            "InferenceRequest.exec() blocks until the response arrives, but this code runs on "
-            "the server's event loop (an `async def execute`): use "
-            "`await request.async_exec()` instead"
+            f"{what} was called from a thread of model '{model_name}' while the model's "
+            "execute runs inline on the server's event loop, waiting for that thread: the call "
+            "could never run. The model runs on its own thread from now on, where such calls "
+            "work; send the request again"
         )
+
+
+def wait_for_server(coroutine: Coroutine[Any, Any, T], what: str, on_loop_advice: str) -> T:
+    """Run `coroutine` on the server's loop and return its outcome, from synchronous model
+    code: blocking on the model's own thread, suspending the batch when it runs inline."""
+    try:
+        _, context = _running_scope()
+        runner = inline_runner(what)
+        suspend = runner is not None and runner.runs_current_code()
+        if not suspend and _on_server_loop(context):
+            raise TritonModelException(
+                f"{what} waits for the server, but this code runs on the server's event loop "
+                f"(an `async def execute`): {on_loop_advice}"
+            )
+    except BaseException:
+        coroutine.close()  # never started: no "never awaited" warning
+        raise
+    if suspend:
+        assert runner is not None
+        return runner.wait(coroutine)  # type: ignore[no-any-return]
+    return asyncio.run_coroutine_threadsafe(coroutine, _loop_of(context)).result()
 
 
 def infer_blocking(request: InferenceRequest) -> InferenceResponse:
     """Run `request` and wait for its response; raises TridentError when it fails."""
     context = calling_instance()
-    _refuse_on_server_loop(context)
     assert context.infer is not None
-    future = asyncio.run_coroutine_threadsafe(context.infer(request), _loop_of(context))
-    return future.result()
+    return wait_for_server(
+        context.infer(request),
+        "InferenceRequest.exec()",
+        "use `await request.async_exec()` instead",
+    )
 
 
 async def infer_awaitable(request: InferenceRequest) -> InferenceResponse:
@@ -83,6 +130,7 @@ async def infer_awaitable(request: InferenceRequest) -> InferenceResponse:
     assert context.infer is not None
     if asyncio.get_running_loop() is context.loop:
         return await context.infer(request)
+    inline_runner("InferenceRequest.async_exec()")  # a loop of the model's, on its own thread
     future = asyncio.run_coroutine_threadsafe(context.infer(request), _loop_of(context))
     return await asyncio.wrap_future(future)
 
@@ -93,6 +141,7 @@ async def stream_collect(request: InferenceRequest) -> list[InferenceResponse]:
     assert context.stream_infer is not None
     if asyncio.get_running_loop() is context.loop:
         return await _gather(context.stream_infer(request))
+    inline_runner("InferenceRequest.async_exec(decoupled=True)")
     future = asyncio.run_coroutine_threadsafe(
         _gather(context.stream_infer(request)), _loop_of(context)
     )
@@ -110,41 +159,74 @@ async def _gather(stream: AsyncIterator[InferenceResponse]) -> list[InferenceRes
 
 
 _END = object()
+_STREAM_CALL = "InferenceRequest.exec(decoupled=True)"
 
 
 class LiveStream:
-    """Responses of a request to a (decoupled) model as they arrive, for a blocking consumer on
-    a thread other than the server loop's."""
+    """Responses of a request to a (decoupled) model as they arrive, for synchronous model
+    code: on the model's thread it blocks for each one, inline its batch suspends instead."""
 
     def __init__(self, request: InferenceRequest) -> None:
         context = calling_instance()
-        _refuse_on_server_loop(context)
         assert context.stream_infer is not None
+        self._runner = inline_runner(_STREAM_CALL)
+        if _on_server_loop(context) and not self._suspends():
+            raise TritonModelException(
+                f"{_STREAM_CALL} waits for the server, but this code runs on the server's event "
+                "loop (an `async def execute`): use "
+                "`await request.async_exec(decoupled=True)` instead"
+            )
         self._request = request
+        self._model_name = context.model_name
         self._loop = _loop_of(context)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        #: Set while a suspended inline batch waits for the next response (loop thread only).
+        self._arrival: asyncio.Future[None] | None = None
         self._future = asyncio.run_coroutine_threadsafe(
             self._pump(context.stream_infer(request)), self._loop
         )
 
+    def _suspends(self) -> bool:
+        return self._runner is not None and self._runner.runs_current_code()
+
     async def _pump(self, stream: AsyncIterator[InferenceResponse]) -> None:
         try:
             async for response in stream:
-                self._queue.put(response)
+                self._put(response)
         except asyncio.CancelledError:
-            self._queue.put(
-                InferenceResponse(error=CancelledError("the BLS request was cancelled"))
-            )
+            self._put(InferenceResponse(error=CancelledError("the BLS request was cancelled")))
             raise
         except TridentError as exc:
-            self._queue.put(InferenceResponse(error=exc, final=True))
+            self._put(InferenceResponse(error=exc, final=True))
         except Exception as exc:  # the server failed: tell the model instead of hanging it
-            self._queue.put(InferenceResponse(error=InternalError(f"{type(exc).__name__}: {exc}")))
+            self._put(InferenceResponse(error=InternalError(f"{type(exc).__name__}: {exc}")))
         finally:
-            self._queue.put(_END)
+            self._put(_END)
+
+    def _put(self, item: object) -> None:
+        """On the loop: queue `item` and wake a suspended inline batch waiting for it."""
+        self._queue.put(item)
+        arrival = self._arrival
+        if arrival is not None and not arrival.done():
+            arrival.set_result(None)
+
+    async def _next_arrival(self) -> None:
+        if self._queue.empty():
+            self._arrival = self._loop.create_future()
+            try:
+                await self._arrival
+            finally:
+                self._arrival = None
 
     def next(self) -> InferenceResponse | None:
         """The next response, waiting for it; None once the stream has ended."""
+        runner = self._runner
+        if runner is not None and self._queue.empty():
+            if runner.runs_current_code():
+                while self._queue.empty():
+                    runner.wait(self._next_arrival())
+            else:  # a thread of the model's: refuse a wait that could never end
+                _refuse_while_held(runner, _STREAM_CALL, self._model_name)
         item = self._queue.get()
         if item is _END:
             self._queue.put(_END)  # later calls end too

@@ -4,16 +4,18 @@
 The server hands the calling instance an object with methods of the same names (the core's
 ModelControl) in `InstanceContext.extras["model_control"]`; these functions call it on the
 server loop and wait, so they are for synchronous model code (as in Triton, where they block).
+Like BLS calls, they suspend a batch that runs inline instead of blocking the loop
+(bls.wait_for_server).
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from trident.runtime.errors import TridentError
 
-from .bls import running_instance
+from .bls import running_instance, wait_for_server
 from .errors import TritonModelException
 
 
@@ -29,7 +31,7 @@ class ModelControl(Protocol):
     def model_ready(self, name: str, version: str = "") -> bool: ...
 
 
-def _control() -> tuple[ModelControl, asyncio.AbstractEventLoop]:
+def _control() -> ModelControl:
     context = running_instance()
     control = context.extras.get("model_control")
     if control is None or context.loop is None:
@@ -37,21 +39,12 @@ def _control() -> tuple[ModelControl, asyncio.AbstractEventLoop]:
             "the model loading API (load_model, unload_model, is_model_ready) is not available "
             "to models in this server"
         )
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is context.loop:
-        raise TritonModelException(
-            "load_model, unload_model and is_model_ready wait for the server, so they cannot be "
-            "called from an `async def execute`; call them from synchronous model code"
-        )
-    return control, context.loop  # type: ignore[return-value]
+    return control  # type: ignore[return-value]
 
 
-def _wait(coroutine: Any, loop: asyncio.AbstractEventLoop) -> Any:
+def _wait(coroutine: Coroutine[Any, Any, Any], what: str) -> Any:
     try:
-        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+        return wait_for_server(coroutine, what, "call it from synchronous model code")
     except TridentError as exc:
         raise TritonModelException(exc.message) from None
 
@@ -59,19 +52,19 @@ def _wait(coroutine: Any, loop: asyncio.AbstractEventLoop) -> Any:
 def load_model(model_name: str, config: str = "", files: dict[str, bytes] | None = None) -> None:
     """Load (or reload) `model_name`; `config` is a JSON ModelConfig, `files` maps
     'file:<version>/<name>' to file contents, as in the repository load API."""
-    control, loop = _control()
-    _wait(control.load_model(model_name, config, dict(files or {})), loop)
+    control = _control()
+    _wait(control.load_model(model_name, config, dict(files or {})), "pb_utils.load_model()")
 
 
 def unload_model(model_name: str, unload_dependents: bool = False) -> None:
-    control, loop = _control()
-    _wait(control.unload_model(model_name, unload_dependents), loop)
+    control = _control()
+    _wait(control.unload_model(model_name, unload_dependents), "pb_utils.unload_model()")
 
 
 def is_model_ready(model_name: str, model_version: str = "") -> bool:
-    control, loop = _control()
+    control = _control()
 
     async def ready() -> bool:
         return control.model_ready(model_name, model_version)
 
-    return bool(_wait(ready(), loop))
+    return bool(_wait(ready(), "pb_utils.is_model_ready()"))

@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trident.backends.base import InstanceContext
 
+    from .inline import InlineRunner
     from .loader import SiblingImporter
 
 
@@ -24,6 +25,9 @@ class ModelScope:
     #: None while only the model's `auto_complete_config` runs (no instance exists yet).
     context: InstanceContext | None
     importer: SiblingImporter
+    #: The instance's inline runner, when it may run inline: server calls (bls.py) suspend or
+    #: refuse through it.
+    inline: InlineRunner[Any] | None = None
 
 
 _current: ContextVar[ModelScope | None] = ContextVar("trident_python_model", default=None)

@@ -541,7 +541,7 @@ class IsolatedModelInstance(ModelInstance):
 
 
 def _same_requests(first: list[RuntimeRequest], second: list[RuntimeRequest]) -> bool:
-    """The same requests (the core reruns a handed-over batch in a list of its own)."""
+    """The same requests (the core continues a handed-over batch in a list of its own)."""
     return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
 
 

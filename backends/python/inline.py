@@ -1,0 +1,244 @@
+"""Inline execution of a synchronous Python model that may wait for the server (BLS).
+
+The core runs a short synchronous `execute` directly on the event loop (runtime/core/
+instances.py). A model that then waits for the server, with a BLS `exec()`, a decoupled BLS
+stream or `pb_utils.load_model`, needs the loop to run that request: blocking would hang the
+server, and unwinding the batch to run it again on the worker thread would repeat whatever the
+model did before the call (a counter, a file write, a sequence's state).
+
+So an instance's inline batches run inside one greenlet of its own, on the loop's thread. A
+server call from inside it switches back to the loop with the coroutine to run, leaving the
+model's stack suspended where it is; the core hands the batch over to the worker thread
+(MustRunOnWorkerThread), whose `execute` waits while the loop awaits the coroutine and resumes
+the model with its result, once per call, until the batch is done. No model code ever runs
+twice, and the loop never waits. Any server call also ends inline execution for the instance
+for good: the calls it makes are waits, which belong on its thread.
+
+The greenlet lives as long as the instance: a switch into it and back costs well under a
+microsecond, where creating a greenlet per batch would cost several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+import greenlet
+
+from trident.backends.base import ComputeTiming, MustRunOnWorkerThread
+from trident.runtime.errors import ModelExecutionError
+from trident.runtime.types import InferenceRequest
+
+R = TypeVar("R")
+
+#: What the inline greenlet switches back with when its batch has ended (result or error set).
+_FINISHED = object()
+#: What `close` sends into a parked greenlet: return, ending it.
+_STOP = object()
+
+
+class _Wait:
+    """A suspended batch's request to the loop: run `coroutine`, resume the batch with its
+    result (or its exception)."""
+
+    __slots__ = ("coroutine",)
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        self.coroutine = coroutine
+
+
+class _HandedOver:
+    """The batch an inline run handed to the worker thread: its requests, the timing its
+    inline part wrote into, and what it waits for (None: it has finished)."""
+
+    __slots__ = ("requests", "timing", "waiting")
+
+    def __init__(
+        self, requests: list[InferenceRequest], timing: ComputeTiming, waiting: _Wait | None
+    ) -> None:
+        self.requests = requests
+        self.timing = timing
+        self.waiting = waiting
+
+
+class InlineRunner(Generic[R]):
+    """Runs one synchronous instance's inline batches in a greenlet on the loop's thread (see
+    the module docstring). `execute(requests, timing)` is the instance's own execution."""
+
+    __slots__ = (
+        "_error",
+        "_execute",
+        "_greenlet",
+        "_handed_over",
+        "_loop",
+        "_on_server_call",
+        "_parked",
+        "_result",
+        "armed",
+        "called_server",
+        "holding_loop",
+    )
+
+    def __init__(
+        self,
+        execute: Callable[[list[InferenceRequest], ComputeTiming], R],
+        loop: asyncio.AbstractEventLoop,
+        on_server_call: Callable[[], None],
+    ) -> None:
+        self._execute: Callable[[list[InferenceRequest], ComputeTiming], R] | None = execute
+        self._loop = loop
+        self._on_server_call = on_server_call
+        self._greenlet: greenlet.greenlet | None = None
+        self._handed_over: _HandedOver | None = None
+        self._result: R | None = None
+        self._error: BaseException | None = None
+        #: Whether the greenlet waits for its next batch (rather than for the server).
+        self._parked = False
+        #: Server calls count from when the instance is loaded: one in `initialize` says
+        #: nothing about `execute`.
+        self.armed = False
+        #: True once the instance's code has called the server: it never runs inline again.
+        self.called_server = False
+        #: True while the instance's code runs on the loop's thread, the loop waiting for it.
+        self.holding_loop = False
+
+    # ------------------------------------------------------------------ on the loop's thread
+
+    def run(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
+        """Run one batch inline, now. Raises MustRunOnWorkerThread when the batch waits for
+        the server, or called it: the core then calls `finish` from the worker thread."""
+        worker = self._greenlet
+        if worker is None or worker.dead:
+            # The loop's current greenlet is its parent: where every switch out returns.
+            worker = self._greenlet = greenlet.greenlet(self._serve)
+        self._parked = False
+        self.holding_loop = True
+        try:
+            state = worker.switch(requests, timing)
+        finally:
+            self.holding_loop = False
+        if state is _FINISHED:
+            self._parked = True
+            if not self.called_server:
+                return self._take()
+        # A wait for the server, or a call from one of the model's threads (which failed, the
+        # loop being held): either way the instance leaves the loop now, this batch included.
+        waiting = state if isinstance(state, _Wait) else None
+        self._handed_over = _HandedOver(requests, timing, waiting)
+        raise MustRunOnWorkerThread
+
+    def _serve(self, requests: list[InferenceRequest], timing: ComputeTiming) -> None:
+        """The greenlet's body: run batches until told to stop. Model code runs here."""
+        parent = greenlet.getcurrent().parent
+        while True:
+            execute = self._execute
+            if execute is None:  # closed meanwhile
+                return
+            try:
+                self._result = execute(requests, timing)
+            except BaseException as exc:  # the instance's failure: raised where it is taken
+                self._error = exc
+            # Drop the batch and the instance before parking: a parked greenlet holds nothing.
+            del requests, timing, execute
+            batch = parent.switch(_FINISHED)
+            if batch is _STOP:
+                return
+            requests, timing = batch
+            batch = None
+
+    def wait(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        """From model code inside this runner's greenlet: suspend the batch until the loop has
+        run `coroutine`; return its result or raise its exception."""
+        return greenlet.getcurrent().parent.switch(_Wait(coroutine))
+
+    def runs_current_code(self) -> bool:
+        """Whether the caller is model code running inside this runner's greenlet."""
+        return self._greenlet is not None and greenlet.getcurrent() is self._greenlet
+
+    async def _continue(self, handed: _HandedOver) -> R:
+        """Await what the batch waits for and resume it with the outcome, call after call, until
+        it has finished (on the loop, for the worker thread's `finish`)."""
+        worker = self._greenlet
+        assert worker is not None
+        waiting = handed.waiting
+        while waiting is not None:
+            try:
+                value = await waiting.coroutine
+            except BaseException as exc:  # the call's failure is the model's to handle
+                self.holding_loop = True
+                try:
+                    state = worker.throw(exc)
+                finally:
+                    self.holding_loop = False
+            else:
+                self.holding_loop = True
+                try:
+                    state = worker.switch(value)
+                finally:
+                    self.holding_loop = False
+            waiting = state if isinstance(state, _Wait) else None
+        self._parked = True
+        return self._take()
+
+    # ------------------------------------------------------------------ on the worker thread
+
+    def has_handed_over(self) -> bool:
+        return self._handed_over is not None
+
+    def finish(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
+        """Complete the batch `run` handed over (the same requests), waiting for the loop to
+        resume it; runs none of its code again."""
+        handed, self._handed_over = self._handed_over, None
+        if handed is None or not _same_requests(handed.requests, requests):
+            raise ModelExecutionError(
+                "internal error: a batch handed over by an inline execution was not the one "
+                "continued on the instance's thread"
+            )
+        try:
+            if handed.waiting is None:
+                return self._take()
+            return asyncio.run_coroutine_threadsafe(self._continue(handed), self._loop).result()
+        finally:
+            timing.input_end_ns = handed.timing.input_end_ns
+            timing.output_start_ns = handed.timing.output_start_ns
+
+    # ------------------------------------------------------------------ anywhere
+
+    def server_called(self) -> None:
+        """The instance's code called the server: it runs on its thread from now on."""
+        if self.armed and not self.called_server:
+            self.called_server = True
+            self._on_server_call()
+
+    def close(self) -> None:
+        """End the parked greenlet on the loop's thread (it holds a frame of this runner) and
+        forget the instance's execution."""
+        self._execute = None
+        worker, self._greenlet = self._greenlet, None
+        if worker is None or worker.dead:
+            return
+
+        def stop() -> None:
+            if self._parked and not worker.dead:
+                worker.switch(_STOP)
+
+        if greenlet.getcurrent() is worker.parent:
+            stop()
+            return
+        try:
+            self._loop.call_soon_threadsafe(stop)
+        except RuntimeError:  # the loop is closed: the greenlet goes with this runner
+            pass
+
+    def _take(self) -> R:
+        result, error = self._result, self._error
+        self._result = self._error = None
+        if error is not None:
+            raise error
+        return result  # type: ignore[return-value]
+
+
+def _same_requests(first: list[InferenceRequest], second: list[InferenceRequest]) -> bool:
+    """The same requests (the core continues a handed-over batch in a list of its own)."""
+    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
