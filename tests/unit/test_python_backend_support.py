@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from tests.helpers import copy_models
 from trident.backends.base import InstanceContext
 from trident.backends.python.backend import PythonBackend
 from trident.runtime.core.model_config import config_to_json, normalize, parse_config_text
@@ -89,11 +88,6 @@ def write_model(
     if config:
         (model_dir / "config.pbtxt").write_text(textwrap.dedent(config))
     return model_dir
-
-
-def copy_model(repo: Path, name: str) -> Path:
-    """tests/models/<name> copied into `repo`; returns the model folder."""
-    return copy_models(repo, name) / name
 
 
 def make_context(
