@@ -203,13 +203,13 @@ class SequenceBatcher(Scheduler):
                 now = time.monotonic_ns()
                 fail_execution(stats, requests, len(real), error, queue_end, now)
                 return
+            stats.record_batch_closed(batch.reason)
             responses = outcome.responses
             if responses is not None and len(real) < len(batch.entries):
                 # Null requests (direct strategy) hold a slot only: their responses are dropped.
                 kept = [r for r, e in zip(responses, batch.entries) if e.sequence is not None]
                 outcome = outcome._replace(responses=kept)
             deliver(stats, requests, len(real), outcome, queue_end)
-            stats.record_batch_closed(batch.reason)
         finally:
             self._planner.complete(batch, self._clock())
             self._pump()
