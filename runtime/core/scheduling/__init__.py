@@ -2,6 +2,8 @@
 
 `create_scheduler` picks one from the model's config, the way Triton does: the sequence batcher
 for `sequence_batching`, the dynamic batcher for `dynamic_batching`, else the direct scheduler.
+The three that run on instances share their bookkeeping: the instances are a `WorkerPool`
+(worker_pool.py) and an execution's statistics and responses go out through delivery.py.
 """
 
 from __future__ import annotations
