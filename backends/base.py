@@ -8,7 +8,6 @@ scheduling; an instance only executes the batches it is handed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -57,14 +56,8 @@ class InstanceContext:
     extras: dict[str, object] = field(default_factory=dict)
 
 
-#: True while a synchronous `execute` runs inline on the event loop (see `may_run_inline`).
-EXECUTING_INLINE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "trident_executing_inline", default=False
-)
-
-
 class MustRunOnWorkerThread(BaseException):
-    """Raised by an inline `execute` that hands its batch over to the worker thread (a Python
+    """Raised by an inline execution that hands its batch over to the worker thread (a Python
     model waiting for a BLS call, an isolated model's batch still running): the core stops
     running this instance inline and calls `execute` on the thread with the same requests, which
     finishes the batch the inline call started. The instance must not execute the batch's model
@@ -89,6 +82,11 @@ class ModelInstance(ABC):
     #: How long executions may average (CPU time) and still run inline; None: the core's
     #: default (runtime/core/instances.py).
     inline_threshold_ns: int | None = None
+    #: What the core calls instead of `execute` for a batch it runs inline (None: `execute`),
+    #: so that an instance can tell the two apart without a check per batch.
+    execute_inline: (
+        Callable[[list[InferenceRequest], ComputeTiming], list[InferenceResponse] | None] | None
+    ) = None
 
     @abstractmethod
     def execute(

@@ -1,16 +1,21 @@
-"""What running a Python model's inline batches in a greenlet costs per request.
+"""What the inline runner of Python models costs per execution (backends/python/inline.py).
 
-An in-process Python model that runs inline (on the event loop) runs each batch inside a
-greenlet of its instance, so that a BLS call suspends the batch instead of forcing it to run
-again on the worker thread (backends/python/inline.py). This measures one inline execution of
-the identity model (FP32[16]) through `InstanceWorker.execute_now`, as the schedulers call it,
-two ways on the same instance in the same run: through the greenlet (what the server does) and
-calling the instance's execution directly (what it did before: no suspension possible).
+An in-process Python model that runs inline (on the event loop) goes through its instance's
+InlineRunner, which keeps a BLS call from running a batch twice: models whose sources name a
+server call run their inline batches in a greenlet (the call suspends the batch), others run
+them directly and only have their calls watched. This measures one inline execution of the
+identity model (FP32[16]) through `InstanceWorker.execute_now`, as the schedulers call it, three
+ways on the same instance in the same run:
 
-    .venv/bin/python perf/bench_python_inline.py [--calls 20000] [--rounds 7]
+- `runner`: what the server does for this model (its sources name no server call: no greenlet);
+- `bare`: the instance's own execution, called by the core without the runner;
+- `greenlet`: the runner as for a model whose sources name a server call.
 
-Prints the median time per execution of each way, the difference and their ratio. Results are
-in perf/README.md.
+    .venv/bin/python perf/bench_python_inline.py [--calls 10000] [--rounds 15]
+
+Prints the median time per execution of each way and their ratios to `bare`. The loop runs
+the same execution back to back, so caches stay warm: between requests in a real server a
+greenlet switch pair costs more (perf/README.md). Results are in perf/README.md.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", data)]))
         return responses
 """
+WAYS = ("runner", "bare", "greenlet")
 CONFIG = """
 name: "identity"
 backend: "python"
@@ -102,11 +108,15 @@ async def _measure(calls: int, rounds: int, root: Path) -> dict[str, list[float]
     if not worker.runs_inline:
         raise SystemExit("the model never went inline (a busy machine?): run again")
     runner = instance._inline
+    assert runner is not None and not runner.suspends  # the identity model names no call
     batch = [request]
-    results: dict[str, list[float]] = {"greenlet": [], "direct": []}
-    for _ in range(rounds):
-        for way in ("greenlet", "direct"):
-            instance._inline = runner if way == "greenlet" else None
+    results: dict[str, list[float]] = {way: [] for way in WAYS}
+    for round_ in range(rounds):
+        shift = round_ % len(WAYS)  # each way takes each place in the order in turn
+        for way in WAYS[shift:] + WAYS[:shift]:
+            instance._inline = None if way == "bare" else runner
+            instance.execute_inline = None if way == "bare" else runner.run
+            runner.suspends = way == "greenlet"
             for _ in range(calls // 10):  # warm
                 worker.execute_now(batch)
             start = time.perf_counter_ns()
@@ -114,6 +124,8 @@ async def _measure(calls: int, rounds: int, root: Path) -> dict[str, list[float]
                 worker.execute_now(batch)
             results[way].append((time.perf_counter_ns() - start) / calls)
     instance._inline = runner
+    instance.execute_inline = runner.run
+    runner.suspends = False
     if not worker.runs_inline:
         raise SystemExit("the worker left inline execution during the run: run again")
     await loop.run_in_executor(None, worker.close)
@@ -122,17 +134,18 @@ async def _measure(calls: int, rounds: int, root: Path) -> dict[str, list[float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, default=20000, help="executions per measurement")
-    parser.add_argument("--rounds", type=int, default=7, help="alternating measurements")
+    parser.add_argument("--calls", type=int, default=10000, help="executions per measurement")
+    parser.add_argument("--rounds", type=int, default=15, help="alternating measurements")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         results = asyncio.run(_measure(args.calls, args.rounds, Path(root)))
-    greenlet_ns = statistics.median(results["greenlet"])
-    direct_ns = statistics.median(results["direct"])
-    print(f"inline execution through the greenlet: {greenlet_ns / 1000:.2f} us (median)")
-    print(f"inline execution called directly:      {direct_ns / 1000:.2f} us (median)")
-    print(f"difference: {(greenlet_ns - direct_ns) / 1000:+.2f} us per execution")
-    print(f"greenlet / direct: {greenlet_ns / direct_ns:.3f}")
+    medians = {way: statistics.median(times) for way, times in results.items()}
+    bare = medians["bare"]
+    for way in WAYS:
+        print(
+            f"{way:>8}: {medians[way] / 1000:6.2f} us per inline execution (median), "
+            f"{(medians[way] - bare) / 1000:+.2f} us, {medians[way] / bare:.3f} x bare"
+        )
 
 
 if __name__ == "__main__":

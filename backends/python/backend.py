@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from trident.backends.base import (
-    EXECUTING_INLINE,
     Backend,
     ComputeTiming,
     InstanceContext,
@@ -33,7 +32,7 @@ from trident.runtime.types import InferenceRequest as RuntimeRequest
 from trident.runtime.types import InferenceResponse as RuntimeResponse
 
 from .autocomplete import run_auto_complete
-from .inline import InlineRunner
+from .inline import InlineRunner, sources_name_server_calls
 from .isolation.instance import IsolatedModelInstance, auto_complete_in_process
 from .isolation.settings import IsolationSettings
 from .loader import ImportedModel, describe_exception, import_model_file
@@ -133,11 +132,17 @@ class PythonModelInstance(ModelInstance):
         self.decoupled = config.model_transaction_policy.decoupled
         # Inline runs on the server's thread: not for GPU instances (the current CUDA device is
         # per thread) nor for decoupled models (they may keep sending from execute). Inline
-        # batches run in a greenlet, so that a BLS call suspends them (inline.py); the scope
-        # has the runner from the start, for the threads a model starts in initialize too.
+        # batches of models whose sources name a server call run in a greenlet, so that the
+        # call suspends them (inline.py); the scope has the runner from the start, for the
+        # threads a model starts in initialize too.
         self._inline: InlineRunner[list[RuntimeResponse] | None] | None = None
         if not self.decoupled and context.kind == "CPU" and context.loop is not None:
-            self._inline = InlineRunner(self._execute_sync, context.loop, self._stop_inline)
+            self._inline = InlineRunner(
+                self._execute_sync,
+                context.loop,
+                self._stop_inline,
+                suspends=sources_name_server_calls(context.model_dir),
+            )
         self._scope = ModelScope(context, self._imported.importer, self._inline)
         try:
             model_class = _model_class(self._imported, model_file)
@@ -151,6 +156,8 @@ class PythonModelInstance(ModelInstance):
             self._execute = execute
             self.is_async = inspect.iscoroutinefunction(execute)
             self.may_run_inline = self._inline is not None and not self.is_async
+            if self.may_run_inline:
+                self.execute_inline = self._inline.run  # type: ignore[union-attr]
             # A Python model holds the GIL for most of its execution, so its thread runs little
             # in parallel with the event loop, and every hand-off of the GIL between the two can
             # cost milliseconds under load: batches of a few milliseconds still run inline.
@@ -215,12 +222,9 @@ class PythonModelInstance(ModelInstance):
     ) -> list[RuntimeResponse] | Coroutine[Any, Any, list[RuntimeResponse] | None] | None:
         if self.is_async:
             return self._execute_async(requests, timing)
-        inline = self._inline
-        if inline is not None:
-            if EXECUTING_INLINE.get():  # the core runs this batch on the loop's thread
-                return inline.run(requests, timing)
-            if inline.has_handed_over():  # the batch an inline run left waiting for BLS
-                return inline.finish(requests, timing)
+        inline = self._inline  # (the core runs inline batches through `execute_inline`)
+        if inline is not None and inline.has_handed_over():
+            return inline.finish(requests, timing)  # a batch an inline run handed over
         return self._execute_sync(requests, timing)
 
     def _execute_sync(

@@ -19,12 +19,11 @@ from trident.runtime.errors import CancelledError, InternalError, TridentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from .errors import TritonModelException
+from .inline import SERVER_CALL_NAMES, InlineRunner
 from .scope import ModelScope, current_scope
 
 if TYPE_CHECKING:
     from trident.backends.base import InstanceContext
-
-    from .inline import InlineRunner
 
 T = TypeVar("T")
 
@@ -71,25 +70,37 @@ def _on_server_loop(context: InstanceContext) -> bool:
 
 def inline_runner(what: str) -> InlineRunner[Any] | None:
     """The calling instance's inline runner (None for models that never run inline), told of
-    the server call `what` about to be made. Raises when the call comes from a thread of the
-    model while its execute holds the server's loop inline: that wait could never end."""
+    the server call `what` about to be made. Raises when the call cannot complete without
+    running the batch again or hanging the server: made while the model's execute holds the
+    loop inline, from outside the greenlet that could suspend it (see inline.py)."""
     scope, context = _running_scope()
     runner = scope.inline
     if runner is None:
         return None
     runner.server_called()
-    _refuse_while_held(runner, what, context.model_name)
+    _refuse_while_held(runner, what, context)
     return runner
 
 
-def _refuse_while_held(runner: InlineRunner[Any], what: str, model_name: str) -> None:
-    if runner.holding_loop and not runner.runs_current_code():
+def _refuse_while_held(runner: InlineRunner[Any], what: str, context: InstanceContext) -> None:
+    if not runner.holding_loop or runner.runs_current_code():
+        return
+    model = context.model_name
+    if _on_server_loop(context):  # execute itself, run inline without a greenlet
+        names = ", ".join(SERVER_CALL_NAMES)
         raise TritonModelException(
-            f"{what} was called from a thread of model '{model_name}' while the model's "
-            "execute runs inline on the server's event loop, waiting for that thread: the call "
-            "could never run. The model runs on its own thread from now on, where such calls "
-            "work; send the request again"
+            f"{what} was called while model '{model}' runs inline on the server's event loop, "
+            f"and no .py file in its folder names a server call ({names}), which is how the "
+            "server knows to let such a call suspend the batch: it cannot complete now without "
+            "running the batch again. The model runs on its own thread from now on, where such "
+            "calls work; send the request again"
         )
+    raise TritonModelException(
+        f"{what} was called from a thread of model '{model}' while the model's execute runs "
+        "inline on the server's event loop, waiting for that thread: the call could never "
+        "run. The model runs on its own thread from now on, where such calls work; send the "
+        "request again"
+    )
 
 
 def wait_for_server(coroutine: Coroutine[Any, Any, T], what: str, on_loop_advice: str) -> T:
@@ -177,7 +188,7 @@ class LiveStream:
                 "`await request.async_exec(decoupled=True)` instead"
             )
         self._request = request
-        self._model_name = context.model_name
+        self._context = context
         self._loop = _loop_of(context)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         #: Set while a suspended inline batch waits for the next response (loop thread only).
@@ -226,7 +237,7 @@ class LiveStream:
                 while self._queue.empty():
                     runner.wait(self._next_arrival())
             else:  # a thread of the model's: refuse a wait that could never end
-                _refuse_while_held(runner, _STREAM_CALL, self._model_name)
+                _refuse_while_held(runner, _STREAM_CALL, self._context)
         item = self._queue.get()
         if item is _END:
             self._queue.put(_END)  # later calls end too

@@ -4,24 +4,34 @@ The core runs a short synchronous `execute` directly on the event loop (runtime/
 instances.py). A model that then waits for the server, with a BLS `exec()`, a decoupled BLS
 stream or `pb_utils.load_model`, needs the loop to run that request: blocking would hang the
 server, and unwinding the batch to run it again on the worker thread would repeat whatever the
-model did before the call (a counter, a file write, a sequence's state).
+model did before the call (a counter, a file write, a sequence's state). No batch is ever
+executed twice here:
 
-So an instance's inline batches run inside one greenlet of its own, on the loop's thread. A
-server call from inside it switches back to the loop with the coroutine to run, leaving the
-model's stack suspended where it is; the core hands the batch over to the worker thread
-(MustRunOnWorkerThread), whose `execute` waits while the loop awaits the coroutine and resumes
-the model with its result, once per call, until the batch is done. No model code ever runs
-twice, and the loop never waits. Any server call also ends inline execution for the instance
-for good: the calls it makes are waits, which belong on its thread.
-
-The greenlet lives as long as the instance: a switch into it and back costs well under a
-microsecond, where creating a greenlet per batch would cost several.
+- Any server call from the instance's code (once it is loaded) keeps it on its thread for good,
+  so a model that calls the server while its executions are watched never goes inline.
+- A model whose source files name a server call (`SERVER_CALL_NAMES`, anywhere in the .py
+  files of its folder) runs its inline batches inside one greenlet of its own, on the loop's
+  thread. A call from inside it switches back to the loop with the coroutine to run, leaving the
+  model's stack suspended where it is; the core hands the batch over to the worker thread
+  (MustRunOnWorkerThread), whose `execute` waits while the loop awaits the coroutine and
+  resumes the model with its result, call after call, until the batch is done. The loop never
+  waits and no model code runs twice.
+- Other models run inline without a greenlet: a switch into it and back costs 2-3 µs on a
+  server between requests (cold caches), which models that never call the server need not pay.
+  Should one call the server inline all the same (through a name built at run time, or a
+  library outside its folder), the call fails at once with an error that says why, and the
+  batch, finished, goes to the thread with the instance.
+- A call from a thread the model started, while its execute holds the loop inline waiting for
+  that thread, could never run: it fails at once, and the instance leaves the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import greenlet
@@ -31,6 +41,13 @@ from trident.runtime.errors import ModelExecutionError
 from trident.runtime.types import InferenceRequest
 
 R = TypeVar("R")
+
+#: The names through which model code calls the server: BLS (`InferenceRequest.exec`,
+#: `async_exec`) and the model loading API.
+SERVER_CALL_NAMES = ("exec", "async_exec", "load_model", "unload_model", "is_model_ready")
+_SERVER_CALL = re.compile(rb"\b(?:" + "|".join(SERVER_CALL_NAMES).encode() + rb")\b")
+#: Past this much Python source in its folder, a model is taken to call the server unread.
+SOURCE_SCAN_LIMIT_BYTES = 32 * 1024 * 1024
 
 #: What the inline greenlet switches back with when its batch has ended (result or error set).
 _FINISHED = object()
@@ -63,8 +80,9 @@ class _HandedOver:
 
 
 class InlineRunner(Generic[R]):
-    """Runs one synchronous instance's inline batches in a greenlet on the loop's thread (see
-    the module docstring). `execute(requests, timing)` is the instance's own execution."""
+    """Runs one synchronous instance's inline batches on the loop's thread, in a greenlet when
+    `suspends` (see the module docstring). `execute(requests, timing)` is the instance's own
+    execution; `on_server_call` is called once, at its first call to the server."""
 
     __slots__ = (
         "_error",
@@ -78,6 +96,7 @@ class InlineRunner(Generic[R]):
         "armed",
         "called_server",
         "holding_loop",
+        "suspends",
     )
 
     def __init__(
@@ -85,6 +104,7 @@ class InlineRunner(Generic[R]):
         execute: Callable[[list[InferenceRequest], ComputeTiming], R],
         loop: asyncio.AbstractEventLoop,
         on_server_call: Callable[[], None],
+        suspends: bool,
     ) -> None:
         self._execute: Callable[[list[InferenceRequest], ComputeTiming], R] | None = execute
         self._loop = loop
@@ -102,12 +122,35 @@ class InlineRunner(Generic[R]):
         self.called_server = False
         #: True while the instance's code runs on the loop's thread, the loop waiting for it.
         self.holding_loop = False
+        #: Whether inline batches run in the greenlet, where server calls suspend them.
+        self.suspends = suspends
 
     # ------------------------------------------------------------------ on the loop's thread
 
     def run(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
         """Run one batch inline, now. Raises MustRunOnWorkerThread when the batch waits for
         the server, or called it: the core then calls `finish` from the worker thread."""
+        if self.suspends:
+            return self._run_in_greenlet(requests, timing)
+        # Right here, no greenlet. A server call the batch made failed (bls.py): the batch,
+        # finished, is handed over all the same, so that the instance leaves the loop.
+        self.holding_loop = True
+        try:
+            result = self._execute(requests, timing)  # type: ignore[misc]  # never once closed
+        except BaseException as exc:
+            if not self.called_server:
+                raise
+            self._error = exc
+        else:
+            if not self.called_server:
+                return result
+            self._result = result
+        finally:
+            self.holding_loop = False
+        self._handed_over = _HandedOver(requests, timing, None)
+        raise MustRunOnWorkerThread
+
+    def _run_in_greenlet(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
         worker = self._greenlet
         if worker is None or worker.dead:
             # The loop's current greenlet is its parent: where every switch out returns.
@@ -242,3 +285,23 @@ class InlineRunner(Generic[R]):
 def _same_requests(first: list[InferenceRequest], second: list[InferenceRequest]) -> bool:
     """The same requests (the core continues a handed-over batch in a list of its own)."""
     return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
+
+
+def sources_name_server_calls(model_dir: Path) -> bool:
+    """Whether a .py file in `model_dir` (its versions and sibling modules included) names a
+    server call, as a word anywhere (comments too: a false positive only costs a greenlet).
+    True when the sources cannot all be read or pass SOURCE_SCAN_LIMIT_BYTES."""
+    total = 0
+    for root, _, files in os.walk(model_dir):  # symlinked folders are not entered
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            try:
+                with open(os.path.join(root, name), "rb") as source:
+                    data = source.read(SOURCE_SCAN_LIMIT_BYTES - total + 1)
+            except OSError:
+                return True
+            total += len(data)
+            if total > SOURCE_SCAN_LIMIT_BYTES or _SERVER_CALL.search(data):
+                return True
+    return False

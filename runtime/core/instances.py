@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from trident.backends.base import (
-    EXECUTING_INLINE,
     ComputeTiming,
     ModelInstance,
     MustRunOnWorkerThread,
@@ -226,17 +225,16 @@ class InstanceWorker:
     def _execute_inline(
         self, requests: list[InferenceRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | object | None:
-        token = EXECUTING_INLINE.set(True)
+        instance = self.instance
         start = time.monotonic_ns()
         cpu_start = time.thread_time_ns()
         collecting_start = _collection.ns
         try:
-            return self.instance.execute(requests, timing)
+            return (instance.execute_inline or instance.execute)(requests, timing)
         except MustRunOnWorkerThread:
             self._inline = self._inline_allowed = False
             return _HANDED_OVER
         finally:
-            EXECUTING_INLINE.reset(token)
             if self._inline:
                 # A garbage collection that ran meanwhile is the process's pause, not the
                 # model's time: it would have paused the loop wherever the model ran.

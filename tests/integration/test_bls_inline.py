@@ -1,8 +1,9 @@
 """A Python model's calls to the server (BLS) never make its execute run twice, inline or not.
 
 Short synchronous Python models run inline on the event loop once they have proved short on
-their thread. The model here (tests/models/bls_logger) appends one line per request to a file
-before making its call, so a batch executed twice shows up as a value logged twice.
+their thread. The models here (tests/models/bls_logger, bls_hidden, bls_logger_async) append
+one line per request to a file before making their call, so a batch executed twice shows up as
+a value logged twice.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class LogLine(NamedTuple):
 
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = copy_models(tmp_path_factory.mktemp("bls_inline"), "bls_logger_async", "repeat")
+    repository = copy_models(
+        tmp_path_factory.mktemp("bls_inline"), "bls_logger_async", "bls_hidden", "repeat"
+    )
     write_model(repository, "inner", IDENTITY_MODEL_PY, identity_config("inner"))
     config = (MODELS / "bls_logger" / "config.pbtxt").read_text()
     for name in LOGGERS:
@@ -108,7 +111,10 @@ def test_a_model_that_always_calls_bls_executes_each_request_once(client, reposi
     values = [float(value) for value in range(1, 41)]  # past the inline warm-up (16)
     for value in values:
         assert _infer(client, "always_exec", value, "exec")[0] == value + 1
-    _assert_each_logged_once(_log(repository, "always_exec"), values)
+    lines = _log(repository, "always_exec")
+    _assert_each_logged_once(lines, values)
+    # It called the server while its executions were watched: it never went inline.
+    assert all(line.thread.startswith(WORKER_THREAD_PREFIX) for line in lines)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +148,21 @@ def test_a_call_from_a_model_thread_while_inline_fails_fast_and_the_next_one_wor
         _infer(client, "late_thread", 1000.0, "thread")
     assert _infer(client, "late_thread", 1001.0, "thread")[0] == 1002.0
     lines = _log(repository, "late_thread")
+    _assert_each_logged_once(lines, [*values, 1000.0, 1001.0])
+    assert lines[-1].thread.startswith(WORKER_THREAD_PREFIX)
+
+
+def test_a_call_the_sources_do_not_name_fails_inline_without_a_rerun_and_then_works(
+    client, repository
+) -> None:
+    """bls_hidden builds the method name at run time: the server ran it inline without a
+    greenlet, so its first call cannot suspend the batch. It fails, saying why, the batch is not
+    run again, and the model goes to its own thread, where the call works."""
+    values = _run_until_inline(client, repository, "bls_hidden")
+    with pytest.raises(InferenceServerException, match=r"no \.py file in its folder names"):
+        _infer(client, "bls_hidden", 1000.0, "bls")
+    assert _infer(client, "bls_hidden", 1001.0, "bls")[0] == 1002.0
+    lines = _log(repository, "bls_hidden")
     _assert_each_logged_once(lines, [*values, 1000.0, 1001.0])
     assert lines[-1].thread.startswith(WORKER_THREAD_PREFIX)
 

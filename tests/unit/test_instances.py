@@ -123,7 +123,7 @@ def test_a_long_inline_execution_returns_the_instance_to_its_thread():
     loop.close()
 
 
-def test_a_batch_that_must_block_is_rerun_on_the_thread():
+def test_a_batch_handed_over_before_it_ran_runs_on_the_thread():
     instance = Recorder(needs_thread_after=0)
     loop = asyncio.new_event_loop()
     worker = InstanceWorker("w", instance, loop, inline_threshold_ns=1_000_000)

@@ -4,14 +4,15 @@ executed again; an instance that withdraws `may_run_inline` stays on its thread.
 import asyncio
 import threading
 
-from trident.backends.base import EXECUTING_INLINE, ModelInstance, MustRunOnWorkerThread
+from trident.backends.base import ModelInstance, MustRunOnWorkerThread
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 
 class HandsOver(ModelInstance):
-    """Counts the batches it starts; once `hand_over` is set, an inline batch is started on
-    the loop and handed to the thread, where `execute` must finish that same batch."""
+    """Counts the batches it starts; once `hand_over` is set, an inline batch (the core calls
+    `execute_inline` for those) is started on the loop and handed to the thread, where
+    `execute` must finish that same batch."""
 
     may_run_inline = True
 
@@ -22,14 +23,19 @@ class HandsOver(ModelInstance):
         self._handed: list[InferenceRequest] | None = None
 
     def execute(self, requests, timing):
+        assert threading.current_thread() is not threading.main_thread()
         if self._handed is not None:
             assert all(a is b for a, b in zip(self._handed, requests, strict=True))
-            assert threading.current_thread() is not threading.main_thread()
             self._handed = None
             self.finished_on_thread += 1
             return [InferenceResponse() for _ in requests]
         self.started += 1
-        if self.hand_over and EXECUTING_INLINE.get():
+        return [InferenceResponse() for _ in requests]
+
+    def execute_inline(self, requests, timing):
+        assert threading.current_thread() is threading.main_thread()
+        self.started += 1
+        if self.hand_over:
             self._handed = requests
             raise MustRunOnWorkerThread
         return [InferenceResponse() for _ in requests]
@@ -48,7 +54,8 @@ def test_a_batch_handed_over_by_execute_is_finished_on_the_thread_once():
     assert worker.runs_inline
     instance.hand_over = True
     started = instance.started
-    responses, *_ = loop.run_until_complete(worker.execute([InferenceRequest(model_name="m")]))
+    outcome = loop.run_until_complete(worker.execute([InferenceRequest(model_name="m")]))
+    responses = outcome.responses
     assert len(responses) == 1
     assert instance.started == started + 1  # started once, inline
     assert instance.finished_on_thread == 1  # and finished on the thread
@@ -72,7 +79,7 @@ def test_a_batch_handed_over_by_execute_now_is_finished_by_execute():
 
     async def scheduler_like() -> int:
         assert worker.execute_now([request]) is None
-        responses, *_ = await worker.execute([request])
+        responses = (await worker.execute([request])).responses
         return len(responses)
 
     assert loop.run_until_complete(scheduler_like()) == 1
