@@ -7,6 +7,17 @@ Every error the core raises knows how each frontend reports it: an HTTP status, 
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class FailureReason(StrEnum):
+    """The `reason` label of nv_inference_request_failure (Triton's values)."""
+
+    REJECTED = "REJECTED"
+    CANCELED = "CANCELED"
+    BACKEND = "BACKEND"
+    OTHER = "OTHER"
+
 
 class TridentError(Exception):
     """Base class: an error with a message meant for the client."""
@@ -14,7 +25,7 @@ class TridentError(Exception):
     http_status: int = 500
     grpc_code: str = "INTERNAL"
     #: `reason` label of nv_inference_request_failure when a scheduled request fails this way.
-    failure_reason: str = "OTHER"
+    failure_reason: FailureReason = FailureReason.OTHER
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -43,7 +54,7 @@ class UnavailableError(TridentError):
 
     http_status = 503
     grpc_code = "UNAVAILABLE"
-    failure_reason = "REJECTED"
+    failure_reason = FailureReason.REJECTED
 
 
 class UnsupportedError(TridentError):
@@ -65,7 +76,7 @@ class CancelledError(TridentError):
 
     http_status = 400
     grpc_code = "CANCELLED"
-    failure_reason = "CANCELED"
+    failure_reason = FailureReason.CANCELED
 
 
 class PermissionDeniedError(TridentError):
@@ -87,7 +98,7 @@ class InternalError(TridentError):
 class ModelExecutionError(InternalError):
     """A model's own code raised or returned an error for a request."""
 
-    failure_reason = "BACKEND"
+    failure_reason = FailureReason.BACKEND
 
 
 class ModelLoadError(TridentError):

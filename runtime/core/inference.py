@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 
 from trident.runtime.errors import (
+    FailureReason,
     InvalidArgumentError,
     TridentError,
     UnavailableError,
@@ -74,7 +75,7 @@ class InferenceService:
         except TridentError as error:
             # Triton leaves these out of its failure counts; we count them (reason OTHER) so a
             # dashboard shows clients sending bad requests.
-            model.stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            model.stats.record_failure(FailureReason.OTHER, request.arrival_ns, time.monotonic_ns())
             if request.trace is not None:
                 request.trace.failed()
             raise error

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from trident.runtime.errors import FailureReason
 from trident.runtime.observability.metrics import FAILURE_REASONS
 
 
@@ -98,7 +99,7 @@ class ModelStats:
     compute_output: Duration = field(default_factory=Duration)
     cache_hit: Duration = field(default_factory=Duration)
     cache_miss: Duration = field(default_factory=Duration)
-    failures_by_reason: dict[str, int] = field(
+    failures_by_reason: dict[FailureReason, int] = field(
         default_factory=lambda: dict.fromkeys(FAILURE_REASONS, 0)
     )
     inference_count: int = 0
@@ -168,9 +169,9 @@ class ModelStats:
         """A cache miss: lookup plus insertion time (the model's run counts as usual)."""
         self.cache_miss.add(ns)
 
-    def record_failure(self, reason: str, arrival_ns: int, end_ns: int) -> None:
+    def record_failure(self, reason: FailureReason, arrival_ns: int, end_ns: int) -> None:
         self.fail.add(end_ns - arrival_ns)
-        self.failures_by_reason[reason if reason in self.failures_by_reason else "OTHER"] += 1
+        self.failures_by_reason[reason] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
 
     def record_batch_closed(self, reason: str) -> None:

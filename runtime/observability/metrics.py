@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from trident.runtime.errors import FailureReason
+
 from .exposition import Labels, MetricFamily, MetricType, render
 
 #: `reason` label values of nv_inference_request_failure; every series exists from load on.
-FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
+FAILURE_REASONS = tuple(FailureReason)
 
 
 class _LoadedModel(Protocol):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from trident.runtime.errors import (
+    FailureReason,
     InternalError,
     ModelLoadError,
     TridentError,
@@ -387,18 +388,18 @@ class EnsembleScheduler(Scheduler):
     async def _run(self, request: InferenceRequest) -> None:
         start = time.monotonic_ns()
         if request.cancellation.cancelled:
-            self._stats.record_failure("CANCELED", request.arrival_ns, start)
+            self._stats.record_failure(FailureReason.CANCELED, request.arrival_ns, start)
             request.responder.fail(cancelled_error(request))
             return
         try:
             values = await self._execute(request)
         except TridentError as error:
             # Triton reports every failed ensemble request with reason OTHER.
-            self._stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            self._stats.record_failure(FailureReason.OTHER, request.arrival_ns, time.monotonic_ns())
             request.responder.fail(error)
             return
         except Exception as exc:  # a bug here must fail the request, not hang it
-            self._stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            self._stats.record_failure(FailureReason.OTHER, request.arrival_ns, time.monotonic_ns())
             request.responder.fail(
                 InternalError(f"in ensemble '{self._graph.name}': {type(exc).__name__}: {exc}")
             )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.stats import ModelStats
-from trident.runtime.errors import TridentError, UnavailableError
+from trident.runtime.errors import FailureReason, TridentError, UnavailableError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
 from .base import Scheduler
@@ -122,7 +122,7 @@ class SequenceBatcher(Scheduler):
             sequence = self._planner.enqueue(request, self._clock())
         except TridentError as error:
             # Counted like the data plane's validation failures (reason OTHER).
-            self._stats.record_failure("OTHER", request.arrival_ns, time.monotonic_ns())
+            self._stats.record_failure(FailureReason.OTHER, request.arrival_ns, time.monotonic_ns())
             raise error
         if self._settings.states:
             request.responder = StateKeeper(
