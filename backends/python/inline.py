@@ -16,8 +16,8 @@ executed twice here:
   (MustRunOnWorkerThread), whose `execute` waits while the loop awaits the coroutine and
   resumes the model with its result, call after call, until the batch is done. The loop never
   waits and no model code runs twice.
-- Other models run inline without a greenlet: a switch into it and back costs 2-3 µs on a
-  server between requests (cold caches), which models that never call the server need not pay.
+- Other models run inline without a greenlet: a switch into it and back is a cost (measured in
+  perf/README.md, "bench_python_inline.py") that models that never call the server need not pay.
   Should one call the server inline all the same (through a name built at run time, or a
   library outside its folder), the call fails at once with an error that says why, and the
   batch, finished, goes to the thread with the instance.
