@@ -4,8 +4,8 @@ event loop, served by Trident's native gRPC server (native/, the default) or by 
 
 Both run the handlers as coroutines on the same loop as the data plane, so a request goes from
 the socket to the scheduler without a thread hop. (A `grpc.server` with a thread pool has to hand
-every request to the loop and back: measured with perf_analyzer over a stub data plane, it used
-about 40% more server CPU per request than grpc.aio and served 20-35% fewer requests per second.)
+every request to the loop and back, which costs more server CPU per request and serves fewer
+requests per second: perf/README.md, "Baselines".)
 The native server does much less per call than grpc.aio: see native/server.py.
 """
 

@@ -2,7 +2,7 @@
 
 protobuf's Python runtime (upb) copies every `bytes` field when it parses a message, again when a
 field is read, again when one is set and again when the message is serialized. For tensors of
-megabytes those copies cost more than the inference (about 1 ms per MB on a loaded 2-core VM). So
+megabytes those copies cost more than the inference (perf/README.md, "Baselines"). So
 the gRPC frontend registers its own (de)serializers for ModelInfer and ModelStreamInfer:
 
 - requests: the top-level `raw_input_contents` fields are cut out of the wire bytes as
