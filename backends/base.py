@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -85,12 +86,12 @@ class ModelInstance(ABC):
     #: What the core calls instead of `execute` for a batch it runs inline (None: `execute`),
     #: so that an instance can tell the two apart without a check per batch.
     execute_inline: (
-        Callable[[list[InferenceRequest], ComputeTiming], list[InferenceResponse] | None] | None
+        Callable[[list[InFlightRequest], ComputeTiming], list[InferenceResponse] | None] | None
     ) = None
 
     @abstractmethod
     def execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | Awaitable[list[InferenceResponse] | None] | None:
         """Run a batch. Return one response per request, in order (None when decoupled).
 

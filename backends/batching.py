@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import InternalError, ModelExecutionError, TridentError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import (
     CONFIG_TYPE_TO_DATATYPE,
-    InferenceRequest,
     InferenceResponse,
     Tensor,
     datatype_of_array,
@@ -79,12 +79,12 @@ def fetched_output_names(config: mc.ModelConfig) -> list[str]:
     return names + [name for name in state_output_names(config) if name not in names]
 
 
-def request_inputs(request: InferenceRequest) -> dict[str, Tensor]:
+def request_inputs(request: InFlightRequest) -> dict[str, Tensor]:
     """The request's inputs by name (the core's validation fills `inputs_by_name`)."""
     return request.inputs_by_name or {tensor.name: tensor for tensor in request.inputs}
 
 
-def request_arrays(request: InferenceRequest) -> dict[str, np.ndarray]:
+def request_arrays(request: InFlightRequest) -> dict[str, np.ndarray]:
     """The request's input arrays by name."""
     arrays = {}
     for name, tensor in request_inputs(request).items():
@@ -96,7 +96,7 @@ def request_arrays(request: InferenceRequest) -> dict[str, np.ndarray]:
 
 
 def form_batches(
-    requests: list[InferenceRequest],
+    requests: list[InFlightRequest],
     batched: bool,
     arrays: list[dict[str, np.ndarray] | None] | None = None,
 ) -> list[Batch]:
@@ -149,7 +149,7 @@ def split_outputs(batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict[str
 
 
 def requested_output_names(
-    requests: list[InferenceRequest],
+    requests: list[InFlightRequest],
     batch: Batch,
     all_names: list[str],
     always: Iterable[str] = (),
@@ -167,7 +167,7 @@ def requested_output_names(
 
 
 def make_response(
-    request: InferenceRequest,
+    request: InFlightRequest,
     outputs: dict[str, np.ndarray],
     specs: dict[str, OutputSpec],
     model_name: str,
@@ -205,7 +205,7 @@ def _reshape_output(array: np.ndarray, dims: tuple[int, ...], batched: bool) -> 
 
 
 def error_response(
-    request: InferenceRequest, error: TridentError, model_name: str, model_version: int
+    request: InFlightRequest, error: TridentError, model_name: str, model_version: int
 ) -> InferenceResponse:
     return InferenceResponse(
         model_name=model_name, model_version=str(model_version), id=request.id, error=error
@@ -220,7 +220,7 @@ class BatchResponses:
 
     def __init__(
         self,
-        requests: list[InferenceRequest],
+        requests: list[InFlightRequest],
         specs: dict[str, OutputSpec],
         model_name: str,
         model_version: int,

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: the repository root holds `tes
 
 from trident.backends.base import InstanceContext
 from trident.backends.python.backend import PythonBackend, PythonModelInstance
+from trident.runtime.core.in_flight import validated
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import config_to_json, normalize, parse_config_text
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
@@ -97,9 +98,12 @@ async def _measure(calls: int, rounds: int, root: Path) -> dict[str, list[float]
     loop = asyncio.get_running_loop()
     instance = _instance(root, loop)
     worker = InstanceWorker("identity", instance, loop)
-    request = InferenceRequest(
-        model_name="identity",
-        inputs=[Tensor("INPUT0", "FP32", (16,), np.ones(16, np.float32))],
+    request = validated(
+        InferenceRequest(
+            model_name="identity",
+            inputs=[Tensor("INPUT0", "FP32", (16,), np.ones(16, np.float32))],
+        ),
+        1,
     )
     for _ in range(100):  # on the thread until the worker trusts its average, then inline
         await worker.execute([request])

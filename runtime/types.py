@@ -199,7 +199,11 @@ class CancellationToken:
 
 @dataclass(slots=True)
 class InferenceRequest:
-    """One inference request, as every frontend hands it to the core (runtime/core/inference.py)."""
+    """One inference request, as every frontend hands it to the core (runtime/core/inference.py).
+
+    The core does not change it after routing: it runs an InFlightRequest
+    (runtime/core/in_flight.py) that wraps it with the resolved version, the validated inputs
+    and the responder."""
 
     model_name: str
     #: Requested version; 0 means "let the version policy choose" (the highest ready version).
@@ -216,17 +220,9 @@ class InferenceRequest:
     sequence_end: bool = False
     arrival_ns: int = field(default_factory=time.monotonic_ns)
     cancellation: CancellationToken = field(default_factory=CancellationToken)
-    #: Set by the core once the request is routed: delivers responses to the waiting frontend.
-    responder: Any = None
-    #: Set by the core: the resolved version, and the inputs by name once validated.
-    resolved_version: int = 0
-    inputs_by_name: dict[str, Tensor] = field(default_factory=dict)
     #: The request's RequestTrace (runtime/observability/tracing.py) when it is traced; set by
     #: the frontend that sampled it, stamped by the core and the instance worker.
     trace: Any = None
-
-    def input(self, name: str) -> Tensor | None:
-        return self.inputs_by_name.get(name)
 
 
 @dataclass(slots=True)

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from trident.backends.base import Backend, ComputeTiming, InstanceContext, ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import CancelledError, ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from . import prometheus
 from .generation import run_generation
@@ -142,7 +143,7 @@ class LLMModelInstance(ModelInstance):
         )
 
     async def execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | None:
         """Decode each request and start its generation; returns at once (decoupled)."""
         jobs = [decode_request(request, self.renderer) for request in requests]
@@ -172,7 +173,7 @@ def _canceller(loop: asyncio.AbstractEventLoop, task: asyncio.Task[None]) -> Any
     return cancel
 
 
-def _end_if_cancelled(request: InferenceRequest) -> Any:
+def _end_if_cancelled(request: InFlightRequest) -> Any:
     """A task cancelled before it started never ran its own handler: end the request here
     (a responder ignores anything after the final response)."""
 

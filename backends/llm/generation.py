@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import (
     CancelledError,
     InvalidArgumentError,
@@ -19,7 +20,7 @@ from trident.runtime.errors import (
     TridentError,
     UnavailableError,
 )
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .engine import (
     EngineOverloaded,
@@ -56,7 +57,7 @@ def engine_error(exc: BaseException) -> TridentError:
 async def run_generation(
     engine: Any,
     engine_request_id: str,
-    request: InferenceRequest,
+    request: InFlightRequest,
     job: GenerationRequest,
 ) -> None:
     """Generate and send every response of `request`; always ends it with a final response."""
@@ -79,7 +80,7 @@ async def run_generation(
 
 
 async def _stream(
-    engine: Any, engine_request_id: str, request: InferenceRequest, job: GenerationRequest
+    engine: Any, engine_request_id: str, request: InFlightRequest, job: GenerationRequest
 ) -> None:
     responder = request.responder
     prefix = "" if job.exclude_input else job.prompt_text

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import InvalidArgumentError, ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, Tensor
+from trident.runtime.types import Tensor
 
 from .engine import InvalidSamplingParams, SamplingParams, TokenLogprob
 
@@ -166,7 +167,7 @@ def complete_config(config: mc.ModelConfig) -> None:
 # ------------------------------------------------------------------------------- decoding
 
 
-def decode_request(request: InferenceRequest, renderer: PromptRenderer) -> GenerationRequest:
+def decode_request(request: InFlightRequest, renderer: PromptRenderer) -> GenerationRequest:
     """Read a request's tensors and parameters; raise InvalidArgumentError naming the field."""
     text = _optional_text(request, "text_input")
     ids_tensor = request.input("input_ids")
@@ -212,11 +213,11 @@ def decode_request(request: InferenceRequest, renderer: PromptRenderer) -> Gener
     return GenerationRequest(prompt, prompt_text, params, stream, exclude, returns)
 
 
-def _requested(request: InferenceRequest, output: str) -> bool:
+def _requested(request: InFlightRequest, output: str) -> bool:
     return any(wanted.name == output for wanted in request.outputs)
 
 
-def _single(request: InferenceRequest, name: str) -> Any:
+def _single(request: InFlightRequest, name: str) -> Any:
     tensor = request.input(name)
     if tensor is None:
         return None
@@ -226,7 +227,7 @@ def _single(request: InferenceRequest, name: str) -> Any:
     return data.reshape(-1)[0]
 
 
-def _optional_text(request: InferenceRequest, name: str) -> str | None:
+def _optional_text(request: InFlightRequest, name: str) -> str | None:
     value = _single(request, name)
     if value is None:
         return None
@@ -238,7 +239,7 @@ def _optional_text(request: InferenceRequest, name: str) -> str | None:
         raise InvalidArgumentError(f"input '{name}' must be UTF-8 text") from None
 
 
-def _optional_bool(request: InferenceRequest, name: str, default: bool) -> bool:
+def _optional_bool(request: InFlightRequest, name: str, default: bool) -> bool:
     value = _single(request, name)
     return default if value is None else bool(value)
 
@@ -300,7 +301,7 @@ def parse_messages(text: str) -> list[dict[str, str]]:
     return messages
 
 
-def _sampling_source(request: InferenceRequest) -> dict[str, Any]:
+def _sampling_source(request: InFlightRequest) -> dict[str, Any]:
     """sampling_parameters JSON, else the request's own parameters (vLLM backend's rule)."""
     tensor = request.input("sampling_parameters")
     if tensor is None:

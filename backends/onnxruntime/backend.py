@@ -28,6 +28,7 @@ from trident.backends.batching import (
     state_output_names,
 )
 from trident.backends.model_signature import DEFAULT_MAX_BATCH_SIZE, auto_complete, check_config
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import (
     InvalidArgumentError,
     ModelExecutionError,
@@ -35,7 +36,7 @@ from trident.runtime.errors import (
     TridentError,
 )
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .session_options import execution_providers, run_options, session_options
 from .signature import read_file_signature, resolve_model_path, session_signature
@@ -122,7 +123,7 @@ class OnnxRuntimeInstance(ModelInstance):
         self._string_outputs = {t.name for t in config.output if t.data_type == mc.TYPE_STRING}
 
     def execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
         responses = BatchResponses(
             requests, self._specs, self._model_name, self._version, self._batched
@@ -153,7 +154,7 @@ class OnnxRuntimeInstance(ModelInstance):
             responses.respond(batch, outputs)
         return responses.result()
 
-    def _inputs_of(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+    def _inputs_of(self, request: InFlightRequest) -> dict[str, np.ndarray]:
         arrays = request_arrays(request)
         # ONNX Runtime takes string tensors as numpy arrays of str (bytes would be str()'d).
         for name in self._string_inputs.intersection(arrays):

@@ -25,10 +25,10 @@ from trident.backends.base import (
     InstanceContext,
     ModelInstance,
 )
+from trident.runtime.core.in_flight import InFlightRequest as RuntimeRequest
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import ModelExecutionError, ModelLoadError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest as RuntimeRequest
 from trident.runtime.types import InferenceResponse as RuntimeResponse
 
 from .autocomplete import run_auto_complete

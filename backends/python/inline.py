@@ -37,8 +37,8 @@ from typing import Any, Generic, TypeVar
 import greenlet
 
 from trident.backends.base import ComputeTiming, MustRunOnWorkerThread
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import ModelExecutionError
-from trident.runtime.types import InferenceRequest
 
 R = TypeVar("R")
 
@@ -72,7 +72,7 @@ class _HandedOver:
     __slots__ = ("requests", "timing", "waiting")
 
     def __init__(
-        self, requests: list[InferenceRequest], timing: ComputeTiming, waiting: _Wait | None
+        self, requests: list[InFlightRequest], timing: ComputeTiming, waiting: _Wait | None
     ) -> None:
         self.requests = requests
         self.timing = timing
@@ -101,12 +101,12 @@ class InlineRunner(Generic[R]):
 
     def __init__(
         self,
-        execute: Callable[[list[InferenceRequest], ComputeTiming], R],
+        execute: Callable[[list[InFlightRequest], ComputeTiming], R],
         loop: asyncio.AbstractEventLoop,
         on_server_call: Callable[[], None],
         suspends: bool,
     ) -> None:
-        self._execute: Callable[[list[InferenceRequest], ComputeTiming], R] | None = execute
+        self._execute: Callable[[list[InFlightRequest], ComputeTiming], R] | None = execute
         self._loop = loop
         self._on_server_call = on_server_call
         self._greenlet: greenlet.greenlet | None = None
@@ -127,7 +127,7 @@ class InlineRunner(Generic[R]):
 
     # ------------------------------------------------------------------ on the loop's thread
 
-    def run(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
+    def run(self, requests: list[InFlightRequest], timing: ComputeTiming) -> R:
         """Run one batch inline, now. Raises MustRunOnWorkerThread when the batch waits for
         the server, or called it: the core then calls `finish` from the worker thread."""
         if self.suspends:
@@ -150,7 +150,7 @@ class InlineRunner(Generic[R]):
         self._handed_over = _HandedOver(requests, timing, None)
         raise MustRunOnWorkerThread
 
-    def _run_in_greenlet(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
+    def _run_in_greenlet(self, requests: list[InFlightRequest], timing: ComputeTiming) -> R:
         worker = self._greenlet
         if worker is None or worker.dead:
             # The loop's current greenlet is its parent: where every switch out returns.
@@ -171,7 +171,7 @@ class InlineRunner(Generic[R]):
         self._handed_over = _HandedOver(requests, timing, waiting)
         raise MustRunOnWorkerThread
 
-    def _serve(self, requests: list[InferenceRequest], timing: ComputeTiming) -> None:
+    def _serve(self, requests: list[InFlightRequest], timing: ComputeTiming) -> None:
         """The greenlet's body: run batches until told to stop. Model code runs here."""
         parent = greenlet.getcurrent().parent
         while True:
@@ -229,7 +229,7 @@ class InlineRunner(Generic[R]):
     def has_handed_over(self) -> bool:
         return self._handed_over is not None
 
-    def finish(self, requests: list[InferenceRequest], timing: ComputeTiming) -> R:
+    def finish(self, requests: list[InFlightRequest], timing: ComputeTiming) -> R:
         """Complete the batch `run` handed over (the same requests), waiting for the loop to
         resume it; runs none of its code again."""
         handed, self._handed_over = self._handed_over, None
@@ -282,7 +282,7 @@ class InlineRunner(Generic[R]):
         return result  # type: ignore[return-value]
 
 
-def _same_requests(first: list[InferenceRequest], second: list[InferenceRequest]) -> bool:
+def _same_requests(first: list[InFlightRequest], second: list[InFlightRequest]) -> bool:
     """The same requests (the core continues a handed-over batch in a list of its own)."""
     return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.parameters import RESERVED_REQUEST_PARAMETERS
 from trident.runtime.errors import TridentError
 from trident.runtime.types import InferenceRequest as RuntimeRequest
@@ -124,13 +125,13 @@ class InferenceRequest:
         self._preferred_memory = preferred_memory
         self._trace = trace or InferenceTrace()
         self._parameters: dict[str, Any] | str = _parameters_json(parameters, "request")
-        self._server_request: RuntimeRequest | None = None
+        self._server_request: InFlightRequest | None = None
         self._sender: InferenceResponseSender | None = None
         self._decoupled = False
 
     @classmethod
     def _from_server(
-        cls, request: RuntimeRequest, all_outputs: list[str], decoupled: bool
+        cls, request: InFlightRequest, all_outputs: list[str], decoupled: bool
     ) -> InferenceRequest:
         """Wrap a request the server hands to `execute` (input arrays are not copied)."""
         self = cls.__new__(cls)
@@ -142,7 +143,7 @@ class InferenceRequest:
             [output.name for output in request.outputs] if request.outputs else all_outputs
         )
         self._model_name = request.model_name
-        self._model_version = request.resolved_version or request.model_version or -1
+        self._model_version = request.version or request.model_version or -1
         flags = TRITONSERVER_REQUEST_FLAG_SEQUENCE_START if request.sequence_start else 0
         if request.sequence_end:
             flags |= TRITONSERVER_REQUEST_FLAG_SEQUENCE_END
@@ -382,7 +383,7 @@ class InferenceResponseSender:
 
     __slots__ = ("_closed", "_decoupled", "_lock", "_request", "_sent")
 
-    def __init__(self, request: RuntimeRequest, decoupled: bool) -> None:
+    def __init__(self, request: InFlightRequest, decoupled: bool) -> None:
         self._request = request
         self._decoupled = decoupled
         self._lock = threading.Lock()

@@ -56,9 +56,10 @@ from trident.backends.model_signature import (
     type_name,
 )
 from trident.backends.parameters import bool_parameter, int_parameter, model_parameters
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import ModelExecutionError, ModelLoadError, TridentError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .naming import DICT_KEY, FORWARD_ARGUMENT, Binding, bind_inputs, bind_outputs
 from .signature import (
@@ -225,7 +226,7 @@ class PyTorchInstance(ModelInstance):
         self._specs = output_specs(config)
 
     def execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
         responses = BatchResponses(
             requests, self._specs, self._model_name, self._version, self._batched

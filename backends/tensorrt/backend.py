@@ -37,6 +37,7 @@ from trident.backends.model_signature import (
     check_config,
     type_name,
 )
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import (
     InvalidArgumentError,
     ModelExecutionError,
@@ -44,7 +45,7 @@ from trident.runtime.errors import (
     TridentError,
 )
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .builder import builds_from_onnx, engine_path
 from .plan import (
@@ -168,7 +169,7 @@ class TensorRTInstance(ModelInstance):
         }
 
     def execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse]:
         torch = self._torch
         responses = BatchResponses(

@@ -4,6 +4,9 @@ A request is routed to its model version, validated against the config (validati
 shared-memory inputs read, then submitted to the model's scheduler (scheduling/); the responses
 come back through a responder, get their outputs finished (outputs.py) and return to the frontend
 as `InferenceResponse`s. Nothing here knows a wire format.
+
+Routing makes the request's InFlightRequest (in_flight.py), which the scheduler then owns: the
+frontend's `InferenceRequest` is not changed from here on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from trident.runtime.errors import (
 from trident.runtime.types import InferenceRequest, InferenceResponse, Tensor
 
 from .cuda_shared_memory import CudaSharedMemoryRegistry
+from .in_flight import InFlightRequest
 from .loaded_model import LoadedModel
 from .model_manager import ModelManager
 from .outputs import finish_outputs
@@ -59,19 +63,22 @@ class InferenceService:
 
     # ---------------------------------------------------------------- routing
 
-    def _route(self, request: InferenceRequest) -> LoadedModel:
+    def _route(self, flight: InFlightRequest) -> LoadedModel:
+        """Resolve the model version and validate `flight` against it (filling its version and
+        inputs by name)."""
+        request = flight.request
         if request.trace is not None:
             request.trace.request_start(time.monotonic_ns(), request.id)
         if self._stopping:
             raise UnavailableError("server is shutting down")
         model = self._models.get(request.model_name, request.model_version)
-        request.resolved_version = model.version
+        flight.version = model.version
         try:
-            validate_request(request, model)
+            validate_request(flight, model)
             if model.uses_shared_memory(request):
                 self._read_shared_memory_inputs(request)
             if model.has_reshape:
-                apply_reshapes(request, model)
+                apply_reshapes(flight, model)
         except TridentError as error:
             # Triton leaves these out of its failure counts; we count them (reason OTHER) so a
             # dashboard shows clients sending bad requests.
@@ -105,9 +112,10 @@ class InferenceService:
 
         Raises TridentError for requests that fail; the error says why.
         """
-        model = self._route(request)
+        flight = InFlightRequest(request, 0)
+        model = self._route(flight)
         if model.decoupled and self._answers_unary(model):
-            return await self._infer_one_of_stream(model, request)
+            return await self._infer_one_of_stream(model, flight)
         if model.decoupled:
             raise UnsupportedError(
                 f"model '{model.name}' is decoupled (it may send any number of responses): "
@@ -121,8 +129,8 @@ class InferenceService:
             if cached is not None and cached.response is not None:
                 return self._complete(model, request, cached.response)
         responder = SingleResponder(self._loop, self._loop_thread)
-        request.responder = responder
-        model.submit(request)
+        flight.responder = responder
+        model.submit(flight)
         response = await responder.result()
         if response.error is not None:
             if request.trace is not None:
@@ -137,13 +145,13 @@ class InferenceService:
         return backend is not None and backend.single_response_when_unary
 
     async def _infer_one_of_stream(
-        self, model: LoadedModel, request: InferenceRequest
+        self, model: LoadedModel, flight: InFlightRequest
     ) -> InferenceResponse:
         """A unary call on a decoupled model whose backend sends one response per request
         unless asked to stream (the llm backend): that response, or an error when there were
         more."""
         responses = []
-        async for response in self.infer_stream(request, routed=model):
+        async for response in self.infer_stream(flight.request, routed=model, flight=flight):
             if response.error is not None:
                 raise response.error
             if response.outputs or response.parameters:
@@ -156,14 +164,22 @@ class InferenceService:
         return responses[0]
 
     async def infer_stream(
-        self, request: InferenceRequest, routed: LoadedModel | None = None
+        self,
+        request: InferenceRequest,
+        routed: LoadedModel | None = None,
+        flight: InFlightRequest | None = None,
     ) -> AsyncIterator[InferenceResponse]:
         """Run one request on any model and yield its responses as they come.
 
         Validation errors raise before the first response; errors the model reports mid-stream
-        come as responses with `error` set (and `final=True`).
+        come as responses with `error` set (and `final=True`). `routed` and `flight` (given
+        together) are the model and in-flight request of a request already routed.
         """
-        model = routed if routed is not None else self._route(request)
+        if routed is None or flight is None:
+            flight = InFlightRequest(request, 0)
+            model = self._route(flight)
+        else:
+            model = routed
         assert self._loop is not None
         cached = None
         if model.response_cache is not None:  # never set for decoupled models
@@ -172,8 +188,8 @@ class InferenceService:
                 yield self._complete(model, request, cached.response)
                 return
         responder = StreamResponder(self._loop, self._loop_thread)
-        request.responder = responder
-        model.submit(request)
+        flight.responder = responder
+        model.submit(flight)
         async for response in responder:
             if response.error is None:
                 if cached is not None:

@@ -35,7 +35,9 @@ from trident.backends.base import (
 )
 from trident.runtime.errors import ModelExecutionError, TridentError
 from trident.runtime.observability.tracing import record_compute
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
+
+from .in_flight import InFlightRequest
 
 
 class Outcome(NamedTuple):
@@ -127,7 +129,7 @@ class InstanceWorker:
         if not allowed:
             self._inline = False
 
-    def execute_now(self, requests: list[InferenceRequest]) -> Outcome | None:
+    def execute_now(self, requests: list[InFlightRequest]) -> Outcome | None:
         """Run one batch inline, now (only while `runs_inline`). None when the instance asked
         to run on its thread instead: then call `execute`."""
         timing = ComputeTiming()
@@ -142,7 +144,7 @@ class InstanceWorker:
             return None
         return self._outcome(requests, responses, timing, start)  # type: ignore[arg-type]
 
-    async def execute(self, requests: list[InferenceRequest]) -> Outcome:
+    async def execute(self, requests: list[InFlightRequest]) -> Outcome:
         """Run one batch and say what it produced and when; raises TridentError when the whole
         batch failed."""
         timing = ComputeTiming()
@@ -169,7 +171,7 @@ class InstanceWorker:
 
     def _outcome(
         self,
-        requests: list[InferenceRequest],
+        requests: list[InFlightRequest],
         responses: list[InferenceResponse] | None,
         timing: ComputeTiming,
         start: int,
@@ -190,7 +192,7 @@ class InstanceWorker:
         return outcome
 
     async def _execute_on_thread(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | None:
         if not self._inline_allowed:
             return await self._loop.run_in_executor(
@@ -207,7 +209,7 @@ class InstanceWorker:
             self._observe(self._thread_ns, self._thread_wall_ns)
 
     def _timed_execute(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | None:
         """On the worker thread: the execution's own CPU time, without the hand-off and without
         waiting for the GIL, is what counts."""
@@ -223,7 +225,7 @@ class InstanceWorker:
             self._thread_wall_ns = time.monotonic_ns() - wall_start - collecting
 
     def _execute_inline(
-        self, requests: list[InferenceRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[InferenceResponse] | object | None:
         instance = self.instance
         start = time.monotonic_ns()

@@ -13,6 +13,7 @@ from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest
 
 from . import model_config
+from .in_flight import InFlightRequest
 from .instances import InstanceWorker
 from .scheduling.base import Scheduler
 from .stats import ModelStats
@@ -83,7 +84,7 @@ class LoadedModel:
         self.response_cache: ResponseCache | None = None
         self.submit = self._not_started
 
-    def _not_started(self, request: InferenceRequest) -> None:
+    def _not_started(self, request: InFlightRequest) -> None:
         raise UnavailableError(f"model '{self.name}' is not ready")
 
     def start(self, workers: list[InstanceWorker], scheduler: Scheduler) -> None:

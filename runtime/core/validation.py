@@ -6,12 +6,14 @@ where Triton leaves it out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from trident.runtime.errors import InvalidArgumentError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import CONFIG_TYPE_TO_DATATYPE, InferenceRequest, element_count
+from trident.runtime.types import CONFIG_TYPE_TO_DATATYPE, element_count
+
+from .in_flight import InFlightRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,7 @@ class _ModelView(Protocol):
     required_inputs: tuple[str, ...]
 
 
-def _request_id(request: InferenceRequest) -> str:
+def _request_id(request: InFlightRequest) -> str:
     return f"[request id: {request.id or '<id_unknown>'}] "
 
 
@@ -62,7 +64,7 @@ def _dims_match(expected: tuple[int, ...], actual: tuple[int, ...]) -> bool:
     return all(e == -1 or e == a for e, a in zip(expected, actual))
 
 
-def validate_request(request: InferenceRequest, model: _ModelView) -> None:
+def validate_request(request: InFlightRequest, model: _ModelView) -> None:
     """Raise InvalidArgumentError unless every input and requested output fits the model.
 
     Fills `request.inputs_by_name`.
@@ -138,12 +140,18 @@ def validate_request(request: InferenceRequest, model: _ModelView) -> None:
             )
 
 
-def apply_reshapes(request: InferenceRequest, model: _ModelView) -> None:
-    """Give the model its inputs in the config's `reshape` shapes (the client sends `dims`)."""
+def apply_reshapes(request: InFlightRequest, model: _ModelView) -> None:
+    """Give the model its inputs in the config's `reshape` shapes (the client sends `dims`).
+
+    Reshaped inputs are new tensors (views of the same data) in a new list: the frontend's
+    tensors keep the shapes the client sent."""
     batched = model.max_batch_size > 0
+    inputs = []
     for tensor in request.inputs:
         reshape = model.input_specs[tensor.name].reshape
         if reshape is not None and tensor.data is not None:
             shape = (tensor.shape[0], *reshape) if batched else reshape
-            tensor.data = tensor.data.reshape(shape)
-            tensor.shape = tuple(shape)
+            tensor = replace(tensor, shape=tuple(shape), data=tensor.data.reshape(shape))
+            request.inputs_by_name[tensor.name] = tensor
+        inputs.append(tensor)
+    request.inputs = inputs

@@ -33,6 +33,7 @@ from trident.runtime.types import (
     element_count,
 )
 
+from .in_flight import InFlightRequest, validated
 from .instances import InstanceWorker
 from .scheduling.base import SingleResponder, StreamResponder
 
@@ -56,8 +57,9 @@ class WarmupSample:
     count: int
     inputs: tuple[WarmupInput, ...]
 
-    def requests(self, model_name: str, model_version: int) -> list[InferenceRequest]:
-        """Fresh requests for one iteration (models may keep or change what they are given)."""
+    def requests(self, model_name: str, model_version: int) -> list[InFlightRequest]:
+        """Fresh requests for one iteration (models may keep or change what they are given),
+        in flight without routing: warm-up runs them on an instance directly."""
         requests = []
         for _ in range(self.batch_size):
             request = InferenceRequest(
@@ -66,9 +68,7 @@ class WarmupSample:
                 id=f"warmup_{self.name}",
                 inputs=[Tensor(i.name, i.datatype, i.shape, i.data) for i in self.inputs],
             )
-            request.resolved_version = model_version
-            request.inputs_by_name = {tensor.name: tensor for tensor in request.inputs}
-            requests.append(request)
+            requests.append(validated(request, model_version))
         return requests
 
 
@@ -235,7 +235,7 @@ async def _warm_up_instance(
 
 
 async def _errors(
-    requests: list[InferenceRequest], responses: list[InferenceResponse] | None
+    requests: list[InFlightRequest], responses: list[InferenceResponse] | None
 ) -> list[str]:
     """The error messages of one warmup execution's responses."""
     if responses is not None:

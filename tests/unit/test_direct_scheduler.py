@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.scheduling.base import SingleResponder
 from trident.runtime.core.scheduling.direct import DirectScheduler
@@ -40,8 +41,7 @@ def _request(loop, value, **parameters):
         inputs=[Tensor("X", "FP32", (1,), np.array([value], np.float32))],
         parameters=parameters,
     )
-    request.responder = SingleResponder(loop, threading.get_ident())
-    return request
+    return InFlightRequest(request, 1, responder=SingleResponder(loop, threading.get_ident()))
 
 
 def _scheduler(loop, count, tracker, stats):
@@ -105,7 +105,7 @@ def test_cancelled_and_timed_out_requests_do_not_run():
         first = _request(loop, 1.0)
         cancelled = _request(loop, 2.0)
         timed_out = _request(loop, 3.0)
-        timed_out.timeout_us = 1000  # 1 ms, while the first request takes 50 ms
+        timed_out.request.timeout_us = 1000  # 1 ms, while the first request takes 50 ms
         for request in (first, cancelled, timed_out):
             scheduler.submit(request)
         cancelled.cancellation.cancel()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import parse_config_text
 from trident.runtime.core.scheduling import create_scheduler
@@ -35,20 +36,21 @@ US = 1_000  # ns
 
 def _request(value: int = 0, rows: int = 1, priority: int = 0, timeout_us: int = 0):
     data = np.full((rows, 2), value, np.float32)
-    return InferenceRequest(
+    request = InferenceRequest(
         model_name="m",
         id=str(value),
         inputs=[Tensor("X", "FP32", data.shape, data)],
         priority=priority,
         timeout_us=timeout_us,
     )
+    return InFlightRequest(request, 1)
 
 
 def _batcher(max_batch_size: int = 8, **fields) -> DynamicBatcher:
     return DynamicBatcher("m", BatcherSettings(max_batch_size=max_batch_size, **fields))
 
 
-def _add(batcher: DynamicBatcher, now: int, *requests: InferenceRequest) -> None:
+def _add(batcher: DynamicBatcher, now: int, *requests: InFlightRequest) -> None:
     for request in requests:
         batcher.add(request, now, request.inputs[0].shape[0])
 
@@ -328,7 +330,7 @@ class FakeTimer:
         pass
 
 
-def _responded(loop, request: InferenceRequest) -> InferenceRequest:
+def _responded(loop, request: InFlightRequest) -> InFlightRequest:
     request.responder = SingleResponder(loop, threading.get_ident())
     return request
 
@@ -391,7 +393,9 @@ def test_the_delay_counts_from_the_requests_arrival():
             timer_factory=FakeTimer,
         )
         request = _responded(loop, _request(0))
-        request.arrival_ns = 700 * US  # decoded and validated for 300 us before it was queued
+        request.request.arrival_ns = (
+            700 * US
+        )  # decoded and validated for 300 us before it was queued
         scheduler.submit(request)
         deadline = FakeTimer.instances[0].deadline_ns
         now[0] = deadline

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.model_config import parse_config_text
 from trident.runtime.core.scheduling.base import SingleResponder
 from trident.runtime.core.scheduling.ensemble import EnsembleGraph, EnsembleScheduler
@@ -71,13 +72,12 @@ def _lookup(name: str, version: int) -> SimpleNamespace:
     return SimpleNamespace(max_batch_size=0, input_specs=tensor_specs(list(config.input)))
 
 
-def _request(loop, values, **kwargs) -> InferenceRequest:
+def _request(loop, values, **kwargs) -> InFlightRequest:
     data = np.array(values, dtype=np.float32)
     request = InferenceRequest(
         model_name="ens", inputs=[Tensor("IN", "FP32", data.shape, data)], **kwargs
     )
-    request.responder = SingleResponder(loop, threading.get_ident())
-    return request
+    return InFlightRequest(request, 1, responder=SingleResponder(loop, threading.get_ident()))
 
 
 def _run(scenario):

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instance_resize import (
     only_instance_counts_differ as _only_instance_counts_differ,
 )
@@ -35,10 +36,9 @@ class Named(ModelInstance):
         return [InferenceResponse(outputs=[Tensor("NAME", "BYTES", (1,), out)]) for _ in requests]
 
 
-def _request(loop) -> InferenceRequest:
+def _request(loop) -> InFlightRequest:
     request = InferenceRequest("m", inputs=[Tensor("X", "FP32", (1,), np.zeros(1, np.float32))])
-    request.responder = SingleResponder(loop, threading.get_ident())
-    return request
+    return InFlightRequest(request, 1, responder=SingleResponder(loop, threading.get_ident()))
 
 
 def test_added_workers_take_queued_work_and_removed_ones_finish_first():

@@ -22,6 +22,7 @@ from trident.backends.llm.engine import (
 )
 from trident.backends.llm.generation import EngineOverloadedError, run_generation
 from trident.backends.llm.tensor_schema import GenerationRequest, ReturnOptions
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import CancelledError, InvalidArgumentError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -79,8 +80,7 @@ SCRIPT = [
 
 
 def _run(engine, job) -> Collector:
-    request = InferenceRequest(model_name="m")
-    request.responder = Collector()
+    request = InFlightRequest(InferenceRequest(model_name="m"), 1, responder=Collector())
     asyncio.run(run_generation(engine, "r", request, job))
     return request.responder
 
@@ -131,8 +131,7 @@ def test_overloaded_is_unavailable_over_grpc() -> None:
 def test_cancelling_the_task_closes_the_engine_generator_and_ends_the_request() -> None:
     async def scenario() -> Collector:
         engine = ScriptedEngine(SCRIPT[:2], hang=True)
-        request = InferenceRequest(model_name="m")
-        request.responder = Collector()
+        request = InFlightRequest(InferenceRequest(model_name="m"), 1, responder=Collector())
         task = asyncio.get_running_loop().create_task(
             run_generation(engine, "r", request, _job(True))
         )

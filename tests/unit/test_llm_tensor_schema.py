@@ -21,6 +21,7 @@ from trident.backends.llm.tensor_schema import (
     response_tensors,
     sampling_params,
 )
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.errors import InvalidArgumentError, ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest, RequestedOutput, Tensor
@@ -40,11 +41,14 @@ def _bool(name: str, value: bool) -> Tensor:
     return Tensor(name, "BOOL", (1,), np.array([value]))
 
 
-def _request(*inputs: Tensor, parameters: dict | None = None, outputs=()) -> InferenceRequest:
-    request = InferenceRequest(model_name="m", inputs=list(inputs), parameters=parameters or {})
-    request.inputs_by_name = {tensor.name: tensor for tensor in inputs}
-    request.outputs = [RequestedOutput(name) for name in outputs]
-    return request
+def _request(*inputs: Tensor, parameters: dict | None = None, outputs=()) -> InFlightRequest:
+    request = InferenceRequest(
+        model_name="m",
+        inputs=list(inputs),
+        parameters=parameters or {},
+        outputs=[RequestedOutput(name) for name in outputs],
+    )
+    return validated(request, 1)
 
 
 def test_config_completion_adds_the_vllm_backend_schema_and_makes_the_model_decoupled() -> None:

@@ -16,6 +16,7 @@ from trident.backends.batching import Batch, form_batches, split_outputs
 from trident.backends.onnxruntime.backend import OnnxRuntimeBackend
 from trident.backends.onnxruntime.session_options import execution_providers
 from trident.runtime.core import model_config
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.errors import (
     InvalidArgumentError,
     ModelExecutionError,
@@ -83,7 +84,7 @@ def make_instance(config: mc.ModelConfig, model_dir: Path, kind: str = "CPU", de
     return BACKEND.create_instance(context)
 
 
-def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> InferenceRequest:
+def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> InFlightRequest:
     tensors = [
         Tensor(name, datatype_of_array(array), tuple(array.shape), array)
         for name, array in arrays.items()
@@ -91,8 +92,7 @@ def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> Inferen
     request = InferenceRequest(
         model_name="m", inputs=tensors, outputs=[RequestedOutput(name) for name in outputs]
     )
-    request.inputs_by_name = {tensor.name: tensor for tensor in tensors}
-    return request
+    return validated(request, 1)
 
 
 def outputs_of(response) -> dict[str, np.ndarray]:

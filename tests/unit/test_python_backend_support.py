@@ -14,6 +14,7 @@ import numpy as np
 
 from trident.backends.base import InstanceContext
 from trident.backends.python.backend import PythonBackend
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.core.model_config import config_to_json, normalize, parse_config_text
 from trident.runtime.core.scheduling.base import SingleResponder, StreamResponder
 from trident.runtime.types import (
@@ -121,17 +122,19 @@ def make_context(
 
 def make_request(
     model: str, inputs: dict[str, np.ndarray], outputs: tuple[str, ...] = (), **fields: Any
-) -> InferenceRequest:
+) -> InFlightRequest:
+    """A request in flight as the core hands it to an instance (version 1)."""
     tensors = [
         Tensor(name, datatype_of_array(array), tuple(array.shape), array)
         for name, array in inputs.items()
     ]
-    return InferenceRequest(
+    request = InferenceRequest(
         model_name=model,
         inputs=tensors,
         outputs=[RequestedOutput(name) for name in outputs],
         **fields,
     )
+    return validated(request, 1)
 
 
 def output(response: InferenceResponse, name: str) -> np.ndarray:

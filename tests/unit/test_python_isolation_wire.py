@@ -72,9 +72,10 @@ def test_requests_round_trip_with_views_of_shared_memory(ring) -> None:
     got = decoded.request
     assert (got.id, got.sequence_id, got.sequence_start, got.timeout_us) == ("r1", "seq", True, 5)
     assert got.parameters == {"k": 1} and [o.name for o in got.outputs] == ["Y"]
-    np.testing.assert_array_equal(got.inputs_by_name["X"].data, data)
+    by_name = {tensor.name: tensor for tensor in got.inputs}
+    np.testing.assert_array_equal(by_name["X"].data, data)
     assert np.shares_memory(got.inputs[0].data, np.frombuffer(writer.memory, np.uint8))
-    assert list(got.inputs_by_name["S"].data) == [b"a", b"bc", b""]
+    assert list(by_name["S"].data) == [b"a", b"bc", b""]
 
 
 def test_responses_and_errors_round_trip_as_copies(ring) -> None:

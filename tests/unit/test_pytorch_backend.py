@@ -21,6 +21,7 @@ from trident.backends.pytorch.naming import (
     bind_outputs,
 )
 from trident.runtime.core import model_config
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.errors import ModelExecutionError, ModelLoadError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest, RequestedOutput, Tensor, datatype_of_array
@@ -121,7 +122,7 @@ def make_instance(config: mc.ModelConfig, model_dir: Path, kind: str = "CPU", de
     return BACKEND.create_instance(context)
 
 
-def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> InferenceRequest:
+def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> InFlightRequest:
     tensors = [
         Tensor(name, datatype_of_array(array), tuple(array.shape), array)
         for name, array in arrays.items()
@@ -129,11 +130,10 @@ def make_request(outputs: tuple[str, ...] = (), **arrays: np.ndarray) -> Inferen
     request = InferenceRequest(
         model_name="m", inputs=tensors, outputs=[RequestedOutput(name) for name in outputs]
     )
-    request.inputs_by_name = {tensor.name: tensor for tensor in tensors}
-    return request
+    return validated(request, 1)
 
 
-def run(instance, *requests: InferenceRequest):
+def run(instance, *requests: InFlightRequest):
     return instance.execute(list(requests), ComputeTiming())
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import parse_config_text
 from trident.runtime.core.scheduling.base import Scheduler, SingleResponder
@@ -69,10 +70,8 @@ def _submit(scheduler: Scheduler) -> SingleResponder:
     if isinstance(scheduler, SequenceBatcher):  # one-request sequences
         request.sequence_id = next(_next_sequence)
         request.sequence_start = request.sequence_end = True
-    request.responder = responder = SingleResponder(
-        asyncio.get_running_loop(), threading.get_ident()
-    )
-    scheduler.submit(request)
+    responder = SingleResponder(asyncio.get_running_loop(), threading.get_ident())
+    scheduler.submit(InFlightRequest(request, 1, responder=responder))
     return responder
 
 

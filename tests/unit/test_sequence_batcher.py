@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from trident.backends.base import ModelInstance
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.model_config import parse_config_text
 from trident.runtime.core.scheduling.base import SingleResponder
@@ -43,7 +44,7 @@ def settings_for(batching: str, max_batch_size: int = 0, model_dir: Path = Path(
 
 def request(
     correlation_id, value=0.0, start=False, end=False, batched=False, timeout_us=0
-) -> InferenceRequest:
+) -> InFlightRequest:
     shape = (1, 1) if batched else (1,)
     tensor = Tensor("INPUT", "FP32", shape, np.full(shape, value, np.float32))
     req = InferenceRequest(
@@ -54,11 +55,10 @@ def request(
         sequence_end=end,
         timeout_us=timeout_us,
     )
-    req.inputs_by_name["INPUT"] = tensor
-    return req
+    return validated(req, 1)
 
 
-def control(req: InferenceRequest, name: str):
+def control(req: InFlightRequest, name: str):
     tensor = req.input(name)
     assert tensor is not None, f"{name} not added"
     return tensor

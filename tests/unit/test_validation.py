@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from trident.runtime.core import model_config
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.loaded_model import LoadedModel
 from trident.runtime.core.validation import apply_reshapes, validate_request
 from trident.runtime.errors import InvalidArgumentError
@@ -24,9 +25,10 @@ def model(tmp_path):
 
 
 def _request(*tensors, outputs=()):
-    return InferenceRequest(
+    request = InferenceRequest(
         model_name="m", inputs=list(tensors), outputs=[RequestedOutput(n) for n in outputs]
     )
+    return InFlightRequest(request, 1)
 
 
 def _fp32(name, shape):
@@ -69,7 +71,7 @@ def test_unknown_output(model):
 
 def test_error_carries_request_id(model):
     request = _request(_fp32("A", (1, 1, 3)))
-    request.id = "abc"
+    request.request.id = "abc"
     with pytest.raises(InvalidArgumentError, match=r"^\[request id: abc\]"):
         validate_request(request, model)
 

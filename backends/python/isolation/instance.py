@@ -29,6 +29,7 @@ from trident.backends.base import (
     ModelInstance,
     MustRunOnWorkerThread,
 )
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import (
     CancelledError,
@@ -85,11 +86,13 @@ class IsolatedModelInstance(ModelInstance):
         self._batch_ids = itertools.count(1)
         self._request_tags = itertools.count(1)
         #: Requests the process may still answer through RESPONSE frames, by tag.
-        self._open: dict[int, RuntimeRequest] = {}
+        self._open: dict[int, InFlightRequest] = {}
         #: The batch awaiting EXEC_DONE: (batch id, its future, its request tags).
         self._batch: tuple[int, concurrent.futures.Future[Any], list[int]] | None = None
         #: A batch an inline execute sent but handed to the worker thread to wait for.
-        self._handed_over: tuple[list[RuntimeRequest], concurrent.futures.Future[Any]] | None = None
+        self._handed_over: tuple[list[InFlightRequest], concurrent.futures.Future[Any]] | None = (
+            None
+        )
         self._bls_tasks: dict[int, asyncio.Task[None]] = {}
         self._death_cause = ""
         self._restart: asyncio.Future[None] | None = None
@@ -166,7 +169,7 @@ class IsolatedModelInstance(ModelInstance):
     # ----------------------------------------------------------------------------- execute
 
     def execute(
-        self, requests: list[RuntimeRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
         """Inline (on the loop, see INLINE_WAIT_S) or on the instance's worker thread."""
         if _on_loop(self._loop):
@@ -174,7 +177,7 @@ class IsolatedModelInstance(ModelInstance):
         return self._execute_from_thread(requests, timing)
 
     def _execute_inline(
-        self, requests: list[RuntimeRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
         """Send the batch and wait for the answer right here, reading the socket ourselves:
         the whole request then completes without a task or a loop turn, as an in-process
@@ -204,7 +207,7 @@ class IsolatedModelInstance(ModelInstance):
         return future.result()  # type: ignore[no-any-return]
 
     def _execute_from_thread(
-        self, requests: list[RuntimeRequest], timing: ComputeTiming
+        self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
         handed, self._handed_over = self._handed_over, None
         if handed is not None and _same_requests(handed[0], requests):
@@ -227,7 +230,7 @@ class IsolatedModelInstance(ModelInstance):
         return result  # type: ignore[no-any-return]
 
     async def _send_when_running(
-        self, requests: list[RuntimeRequest]
+        self, requests: list[InFlightRequest]
     ) -> concurrent.futures.Future[Any]:
         for _ in range(3):
             process = self._process
@@ -245,7 +248,7 @@ class IsolatedModelInstance(ModelInstance):
         )
 
     def _send_batch(
-        self, process: ModelProcess, requests: list[RuntimeRequest]
+        self, process: ModelProcess, requests: list[InFlightRequest]
     ) -> concurrent.futures.Future[Any] | None:
         """Write the inputs into the ring and send EXECUTE (on the loop's thread). The future
         resolves with EXEC_DONE's responses (None: they go through response senders) or fails
@@ -540,7 +543,7 @@ class IsolatedModelInstance(ModelInstance):
         return process
 
 
-def _same_requests(first: list[RuntimeRequest], second: list[RuntimeRequest]) -> bool:
+def _same_requests(first: list[InFlightRequest], second: list[InFlightRequest]) -> bool:
     """The same requests (the core continues a handed-over batch in a list of its own)."""
     return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
 

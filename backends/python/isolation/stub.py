@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trident.backends.base import ComputeTiming, InstanceContext
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.errors import ModelExecutionError, ModelLoadError, TridentError
 from trident.runtime.protocol import model_config_pb2 as mc
 from trident.runtime.types import InferenceRequest as RuntimeRequest
@@ -170,7 +171,7 @@ class Stub:
         self.init = init
         self.frames = SocketFrames(sock)
         self.jobs: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self.open_requests: dict[int, RuntimeRequest] = {}
+        self.open_requests: dict[int, InFlightRequest] = {}
         self.open_lock = threading.Lock()
         self.calls: dict[int, Any] = {}
         self.call_ids = itertools.count(1)
@@ -245,9 +246,14 @@ class Stub:
             requests = []
             with self.open_lock:
                 for item in decoded:
-                    item.request.responder = _Responder(self, item.tag, batch)
-                    self.open_requests[item.tag] = item.request
-                    requests.append(item.request)
+                    # The server sent the version it resolved as the request's version.
+                    flight = validated(
+                        item.request,
+                        item.request.model_version,
+                        _Responder(self, item.tag, batch),
+                    )
+                    self.open_requests[item.tag] = flight
+                    requests.append(flight)
             if not requests and block is not None:
                 self.from_server.release(block)
             self.jobs.put((tag, requests))
@@ -312,7 +318,7 @@ class Stub:
                 os._exit(0)
             self.execute(batch_id, requests)
 
-    def execute(self, batch_id: int, requests: list[RuntimeRequest]) -> None:
+    def execute(self, batch_id: int, requests: list[InFlightRequest]) -> None:
         try:
             result = self.instance.execute(requests, ComputeTiming())
             if asyncio.iscoroutine(result):
@@ -332,7 +338,7 @@ class Stub:
         self.channel.send_responses(Kind.EXEC_DONE, batch_id, result, Flag.RESPONSES)
         self._finish_all(requests)
 
-    def _finish_all(self, requests: list[RuntimeRequest]) -> None:
+    def _finish_all(self, requests: list[InFlightRequest]) -> None:
         for request in requests:
             request.responder.finish()
 

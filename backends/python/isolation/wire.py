@@ -13,13 +13,14 @@ import enum
 import json
 import math
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from trident.runtime import errors
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.types import (
     DATATYPE_TO_NUMPY,
     InferenceResponse,
@@ -183,7 +184,7 @@ class DecodedRequest:
 
 
 def encode_requests(
-    items: list[tuple[int, RuntimeRequest]], ring: RingWriter, version: int
+    items: Sequence[tuple[int, RuntimeRequest | InFlightRequest]], ring: RingWriter, version: int
 ) -> tuple[bytes, Block | None]:
     """An EXECUTE or BLS_REQUEST payload: each request's metadata, and its inputs' descriptors
     (all inputs in one block)."""
@@ -241,8 +242,6 @@ def decode_requests(
             sequence_id=correlation,
             sequence_start=bool(flags & _SEQUENCE_START),
             sequence_end=bool(flags & _SEQUENCE_END),
-            resolved_version=max(int(version), 0),
-            inputs_by_name={tensor.name: tensor for tensor in inputs},
         )
         if flags & _CANCELLED:
             request.cancellation.cancel()

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import CancelledError, TridentError, UnsupportedError
 from trident.runtime.types import InferenceRequest, InferenceResponse
 
@@ -89,7 +90,7 @@ class Scheduler(ABC):
     """Queues a model version's requests and runs them on its instances."""
 
     @abstractmethod
-    def submit(self, request: InferenceRequest) -> None:
+    def submit(self, request: InFlightRequest) -> None:
         """Queue a validated request whose `responder` is set. Must not block; raise
         UnavailableError when the request is rejected outright (queue full, stopping)."""
 
@@ -109,5 +110,5 @@ class Scheduler(ABC):
         raise UnsupportedError(f"{type(self).__name__} cannot change its instances in place")
 
 
-def cancelled_error(request: InferenceRequest) -> CancelledError:
+def cancelled_error(request: InFlightRequest | InferenceRequest) -> CancelledError:
     return CancelledError(f"request for model '{request.model_name}' was cancelled")

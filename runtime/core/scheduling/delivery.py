@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import TridentError
-from trident.runtime.types import InferenceRequest
 
 if TYPE_CHECKING:
     from trident.runtime.core.instances import Outcome
     from trident.runtime.core.stats import ModelStats
 
 
-def fail(stats: ModelStats, request: InferenceRequest, error: TridentError, now: int) -> None:
+def fail(stats: ModelStats, request: InFlightRequest, error: TridentError, now: int) -> None:
     """Fail one request that did not run (or whose whole batch failed)."""
     stats.record_failure(error.failure_reason, request.arrival_ns, now)
     request.responder.fail(error)
@@ -28,7 +28,7 @@ def fail(stats: ModelStats, request: InferenceRequest, error: TridentError, now:
 
 def fail_execution(
     stats: ModelStats,
-    requests: Sequence[InferenceRequest],
+    requests: Sequence[InFlightRequest],
     size: int,
     error: TridentError,
     queue_end: int,
@@ -41,7 +41,7 @@ def fail_execution(
 
 
 def deliver_one(
-    stats: ModelStats, request: InferenceRequest, size: int, outcome: Outcome, queue_end: int
+    stats: ModelStats, request: InFlightRequest, size: int, outcome: Outcome, queue_end: int
 ) -> None:
     """Record a single request's execution and send its response (the direct scheduler's
     path: no batch list, no loop)."""
@@ -62,7 +62,7 @@ def deliver_one(
 
 def deliver(
     stats: ModelStats,
-    requests: Sequence[InferenceRequest],
+    requests: Sequence[InFlightRequest],
     size: int,
     outcome: Outcome,
     queue_end: int,

@@ -9,17 +9,17 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.stats import ModelStats
 from trident.runtime.errors import TridentError, UnavailableError
-from trident.runtime.types import InferenceRequest
 
 from .base import Scheduler, cancelled_error
 from .delivery import deliver_one, fail, fail_execution
 from .worker_pool import WorkerChange, WorkerPool
 
 
-def batch_size_of(request: InferenceRequest, batched: bool) -> int:
+def batch_size_of(request: InFlightRequest, batched: bool) -> int:
     if not batched or not request.inputs:
         return 1
     shape = request.inputs[0].shape
@@ -38,7 +38,7 @@ class DirectScheduler(Scheduler):
         self._pool = WorkerPool(workers)
         #: The pool's idle list, held here for the hot path (the pool changes it in place).
         self._idle = self._pool.idle
-        self._queue: deque[InferenceRequest] = deque()
+        self._queue: deque[InFlightRequest] = deque()
         self._stats = stats
         self._batched = batched
         self._stopping = False
@@ -46,7 +46,7 @@ class DirectScheduler(Scheduler):
     def pending_count(self) -> int:
         return len(self._queue)
 
-    def submit(self, request: InferenceRequest) -> None:
+    def submit(self, request: InFlightRequest) -> None:
         if self._stopping:
             raise UnavailableError(f"model '{self._model_name}' is unloading")
         if self._idle:
@@ -58,7 +58,7 @@ class DirectScheduler(Scheduler):
             self._queue.append(request)
             self._stats.pending = len(self._queue)
 
-    async def _run(self, worker: InstanceWorker, request: InferenceRequest | None) -> None:
+    async def _run(self, worker: InstanceWorker, request: InFlightRequest | None) -> None:
         """One worker's loop: run `request`, then queued ones, until the queue is empty or a
         resize removed the worker."""
         pool = self._pool
@@ -82,7 +82,7 @@ class DirectScheduler(Scheduler):
                 return
             self._pool.start(self._run(self._idle.pop(), request))
 
-    def _next_runnable(self) -> InferenceRequest | None:
+    def _next_runnable(self) -> InFlightRequest | None:
         """The next queued request that should still run; fails the ones that should not."""
         while self._queue:
             request = self._queue.popleft()
@@ -100,11 +100,11 @@ class DirectScheduler(Scheduler):
                 return request
         return None
 
-    def _fail_execution(self, request: InferenceRequest, error: TridentError, start: int) -> None:
+    def _fail_execution(self, request: InFlightRequest, error: TridentError, start: int) -> None:
         size = batch_size_of(request, self._batched)
         fail_execution(self._stats, (request,), size, error, start, time.monotonic_ns())
 
-    def _run_now(self, worker: InstanceWorker, request: InferenceRequest) -> bool:
+    def _run_now(self, worker: InstanceWorker, request: InFlightRequest) -> bool:
         """Run `request` inline, before `submit` returns: no task, no loop turn, and the
         caller finds its response ready. False when the instance asked for its thread after
         all (the worker is then still taken, for the caller to start on it)."""
@@ -121,7 +121,7 @@ class DirectScheduler(Scheduler):
         self._idle.append(worker)
         return True
 
-    async def _execute(self, worker: InstanceWorker, request: InferenceRequest) -> None:
+    async def _execute(self, worker: InstanceWorker, request: InFlightRequest) -> None:
         queue_end = time.monotonic_ns()
         if request.cancellation.cancelled:
             fail(self._stats, request, cancelled_error(request), queue_end)

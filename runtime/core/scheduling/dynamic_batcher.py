@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import ModelLoadError, TridentError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest
 
 from .base import Scheduler, cancelled_error
 from .close_reason import DYNAMIC_CLOSE_REASONS, CloseReason
@@ -106,7 +106,7 @@ class Batch:
     queue_delay_ns: int
 
     @property
-    def requests(self) -> list[InferenceRequest]:
+    def requests(self) -> list[InFlightRequest]:
         return [entry.request for entry in self.entries]
 
 
@@ -161,7 +161,7 @@ class DynamicBatcher:
     def has_timeouts(self) -> bool:
         return self._queue.has_timeouts
 
-    def add(self, request: InferenceRequest, since_ns: int, size: int) -> QueuedRequest:
+    def add(self, request: InFlightRequest, since_ns: int, size: int) -> QueuedRequest:
         """Queue a request of `size` inferences, waiting since `since_ns` (its queue delay and
         timeout count from then). UnavailableError when its level is full."""
         return self._queue.push(request, size, since_ns)
@@ -308,7 +308,7 @@ class DynamicBatchScheduler(Scheduler):
 
     # ---------------------------------------------------------------- queueing
 
-    def submit(self, request: InferenceRequest) -> None:
+    def submit(self, request: InFlightRequest) -> None:
         if self._stopping:
             raise UnavailableError(f"model '{self._model_name}' is unloading")
         if self._loop is None:
@@ -421,7 +421,7 @@ class DynamicBatchScheduler(Scheduler):
         worker: InstanceWorker,
         batch: Batch | None,
         now: int,
-        prepared: tuple[list[InferenceRequest], int] | None = None,
+        prepared: tuple[list[InFlightRequest], int] | None = None,
     ) -> None:
         """One instance's loop: run a batch (or `prepared` requests), then the next one the
         batcher has ready."""
@@ -464,7 +464,7 @@ class DynamicBatchScheduler(Scheduler):
             await self._execute_requests(worker, requests, size, queue_end)
 
     async def _execute_requests(
-        self, worker: InstanceWorker, requests: list[InferenceRequest], size: int, queue_end: int
+        self, worker: InstanceWorker, requests: list[InFlightRequest], size: int, queue_end: int
     ) -> None:
         try:
             outcome = await worker.execute(requests)
@@ -473,7 +473,7 @@ class DynamicBatchScheduler(Scheduler):
             return
         deliver(self._stats, requests, size, outcome, queue_end)
 
-    def _runnable(self, batch: Batch, queue_end: int) -> tuple[list[InferenceRequest], int]:
+    def _runnable(self, batch: Batch, queue_end: int) -> tuple[list[InFlightRequest], int]:
         """The batch's requests that should still run, and their inference count; fails the
         ones cancelled meanwhile."""
         requests = []

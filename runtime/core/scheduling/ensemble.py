@@ -36,6 +36,7 @@ from trident.runtime.types import (
     Tensor,
 )
 
+from ..in_flight import InFlightRequest
 from .base import Scheduler, cancelled_error
 
 if TYPE_CHECKING:
@@ -378,14 +379,14 @@ class EnsembleScheduler(Scheduler):
             binding.graph, model.stats, binding.infer, binding.lookup, model.max_batch_size > 0
         )
 
-    def submit(self, request: InferenceRequest) -> None:
+    def submit(self, request: InFlightRequest) -> None:
         if self._stopping:
             raise UnavailableError(f"model '{self._graph.name}' is unloading")
         task = asyncio.get_running_loop().create_task(self._run(request))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    async def _run(self, request: InferenceRequest) -> None:
+    async def _run(self, request: InFlightRequest) -> None:
         start = time.monotonic_ns()
         if request.cancellation.cancelled:
             self._stats.record_failure(FailureReason.CANCELED, request.arrival_ns, start)
@@ -418,13 +419,13 @@ class EnsembleScheduler(Scheduler):
         stats.record_success(request.arrival_ns, start, start, start, end, end)
         request.responder.send(InferenceResponse(outputs=outputs))
 
-    def _batch_size(self, request: InferenceRequest) -> int:
+    def _batch_size(self, request: InFlightRequest) -> int:
         if not self._batched or not request.inputs:
             return 1
         shape = request.inputs[0].shape
         return shape[0] if shape else 1
 
-    async def _execute(self, request: InferenceRequest) -> dict[str, _Value]:
+    async def _execute(self, request: InFlightRequest) -> dict[str, _Value]:
         graph = self._graph
         values: dict[str, _Value] = {}
         for tensor in request.inputs:
@@ -479,7 +480,7 @@ class EnsembleScheduler(Scheduler):
         return values
 
     async def _run_step(
-        self, step: EnsembleStep, request: InferenceRequest, values: dict[str, _Value]
+        self, step: EnsembleStep, request: InFlightRequest, values: dict[str, _Value]
     ) -> dict[str, _Value]:
         target = self._target(step)
         inputs = []

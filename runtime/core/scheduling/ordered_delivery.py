@@ -6,8 +6,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import TridentError
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .base import Responder
 
@@ -20,7 +21,7 @@ class OrderedDelivery:
         self._lock = threading.Lock()
         self._slots: deque[OrderedResponder] = deque()
 
-    def wrap(self, request: InferenceRequest) -> None:
+    def wrap(self, request: InFlightRequest) -> None:
         slot = OrderedResponder(self, request.responder)
         with self._lock:
             self._slots.append(slot)

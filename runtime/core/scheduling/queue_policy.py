@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import ModelLoadError, UnavailableError
 from trident.runtime.protocol import model_config_pb2 as mc
-from trident.runtime.types import InferenceRequest
 
 
 class TimeoutAction(StrEnum):
@@ -71,7 +71,7 @@ class QueuedRequest:
 
     def __init__(
         self,
-        request: InferenceRequest,
+        request: InFlightRequest,
         size: int,
         level: int,
         enqueued_ns: int,
@@ -134,7 +134,7 @@ class PriorityQueue:
             return self._default_level
         return priority
 
-    def push(self, request: InferenceRequest, size: int, since_ns: int) -> QueuedRequest:
+    def push(self, request: InFlightRequest, size: int, since_ns: int) -> QueuedRequest:
         """Queue a request at the back of its level. UnavailableError when the level is full."""
         level_number = self.level_of(request.priority)
         level = self._levels[level_number - 1]

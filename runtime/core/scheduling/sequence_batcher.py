@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.instances import InstanceWorker
 from trident.runtime.core.stats import ModelStats
 from trident.runtime.errors import FailureReason, TridentError, UnavailableError
-from trident.runtime.types import InferenceRequest, InferenceResponse
+from trident.runtime.types import InferenceResponse
 
 from .base import Scheduler
 from .delivery import deliver, fail, fail_execution
@@ -113,7 +114,7 @@ class SequenceBatcher(Scheduler):
 
     # ------------------------------------------------------------------ requests in
 
-    def submit(self, request: InferenceRequest) -> None:
+    def submit(self, request: InFlightRequest) -> None:
         if self._stopping:
             raise UnavailableError(f"model '{self._model_name}' is unloading")
         if self._loop is None:
@@ -136,7 +137,7 @@ class SequenceBatcher(Scheduler):
         request.cancellation.add_callback(cancelled)
         self._pump()
 
-    def _on_cancel(self, sequence: Sequence, request: InferenceRequest) -> None:
+    def _on_cancel(self, sequence: Sequence, request: InFlightRequest) -> None:
         if not self._stopping:
             self._planner.cancel(sequence, request, self._clock())
             self._pump()

@@ -24,13 +24,14 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.errors import (
     CancelledError,
     InvalidArgumentError,
     TridentError,
     UnavailableError,
 )
-from trident.runtime.types import InferenceRequest, Tensor
+from trident.runtime.types import Tensor
 
 from . import sequence_tensors as tensors
 from .base import cancelled_error
@@ -62,7 +63,7 @@ _REASON_TEXT = {
 
 @dataclass(slots=True)
 class Queued:
-    request: InferenceRequest
+    request: InFlightRequest
     enqueued_ns: int
 
 
@@ -100,7 +101,7 @@ class Sequence:
 
 @dataclass(slots=True)
 class BatchEntry:
-    request: InferenceRequest
+    request: InFlightRequest
     #: None for a null request (a direct-strategy slot without a ready request).
     sequence: Sequence | None
     slot: int
@@ -118,7 +119,7 @@ class PlannedBatch:
     reason: CloseReason
 
     @property
-    def requests(self) -> list[InferenceRequest]:
+    def requests(self) -> list[InFlightRequest]:
         return [entry.request for entry in self.entries]
 
     @property
@@ -147,7 +148,7 @@ class SequencePlanner:
     _active: dict[int | str, Sequence] = field(init=False, default_factory=dict)
     _backlog: deque[Sequence] = field(init=False, default_factory=deque)
     _released: OrderedDict[int | str, Release] = field(init=False, default_factory=OrderedDict)
-    _failures: list[tuple[InferenceRequest, TridentError]] = field(init=False, default_factory=list)
+    _failures: list[tuple[InFlightRequest, TridentError]] = field(init=False, default_factory=list)
     _pending: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -159,7 +160,7 @@ class SequencePlanner:
 
     # ------------------------------------------------------------------ requests in
 
-    def enqueue(self, request: InferenceRequest, now: int) -> Sequence:
+    def enqueue(self, request: InFlightRequest, now: int) -> Sequence:
         """Queue a request on its sequence; raise InvalidArgumentError (Triton's messages) for a
         request the sequence batcher cannot take."""
         correlation_id = request.sequence_id
@@ -362,7 +363,7 @@ class SequencePlanner:
             self._release(sequence, reason)
         # Otherwise `complete` releases it after its last remaining request.
 
-    def cancel(self, sequence: Sequence, request: InferenceRequest, now: int) -> None:
+    def cancel(self, sequence: Sequence, request: InFlightRequest, now: int) -> None:
         """The client cancelled a queued request: answer it (and the rest of its sequence) now
         rather than when it would have run."""
         for position, queued in enumerate(sequence.queue):
@@ -441,7 +442,7 @@ class SequencePlanner:
             self._release(sequence, Release.ENDED)
         return BatchEntry(request, sequence, slot)
 
-    def _null_request(self, template: InferenceRequest) -> InferenceRequest:
+    def _null_request(self, template: InFlightRequest) -> InFlightRequest:
         settings = self.settings
         request = tensors.null_request(template, settings)
         added = tensors.control_tensors(
@@ -518,7 +519,7 @@ class SequencePlanner:
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def take_failures(self) -> list[tuple[InferenceRequest, TridentError]]:
+    def take_failures(self) -> list[tuple[InFlightRequest, TridentError]]:
         """Requests the planner failed since the last call, with their errors."""
         failures, self._failures = self._failures, []
         return failures
@@ -527,9 +528,9 @@ class SequencePlanner:
         """Requests queued and not yet in a batch."""
         return self._pending
 
-    def drain(self) -> list[InferenceRequest]:
+    def drain(self) -> list[InFlightRequest]:
         """Remove and return every queued request (the model is unloading)."""
-        drained: list[InferenceRequest] = []
+        drained: list[InFlightRequest] = []
         sequences = [s for instance in self._instances for s in instance.slots if s is not None]
         for sequence in [*sequences, *self._backlog]:
             drained.extend(queued.request for queued in sequence.queue)

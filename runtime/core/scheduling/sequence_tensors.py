@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from trident.runtime.core.in_flight import InFlightRequest, validated
 from trident.runtime.errors import InvalidArgumentError
-from trident.runtime.types import (
-    DATATYPE_TO_NUMPY,
-    InferenceRequest,
-    RequestedOutput,
-    Tensor,
-)
+from trident.runtime.types import DATATYPE_TO_NUMPY, InferenceRequest, RequestedOutput, Tensor
 
 from .sequence_config import ControlKind, ControlSpec, SequenceSettings, StateSpec
 
@@ -100,21 +96,20 @@ def state_from_output(spec: StateSpec, output: Tensor) -> Tensor:
     return Tensor(spec.input_name, output.datatype, output.shape, output.data)
 
 
-def add_inputs(request: InferenceRequest, tensors: list[Tensor]) -> None:
+def add_inputs(request: InFlightRequest, tensors: list[Tensor]) -> None:
     """Give the request these inputs, replacing same-named ones (Triton's override inputs)."""
     if not tensors:
         return
     names = {tensor.name for tensor in tensors}
-    if any(tensor.name in names for tensor in request.inputs):
-        request.inputs = [tensor for tensor in request.inputs if tensor.name not in names]
-    request.inputs.extend(tensors)
+    # A new list: the in-flight request starts with the frontend's own list, left as it was.
+    request.inputs = [tensor for tensor in request.inputs if tensor.name not in names] + tensors
     by_name = request.inputs_by_name
     # Validation fills inputs_by_name; a request that skipped it gets it filled here.
     source = tensors if by_name else request.inputs
     by_name.update((tensor.name, tensor) for tensor in source)
 
 
-def null_request(template: InferenceRequest, settings: SequenceSettings) -> InferenceRequest:
+def null_request(template: InFlightRequest, settings: SequenceSettings) -> InFlightRequest:
     """A request that only holds a batch slot: the template's inputs as zeros, READY false and
     a zero correlation ID (the model must not trust any input of a not-ready slot)."""
     added = {control.name for control in settings.controls}
@@ -129,11 +124,8 @@ def null_request(template: InferenceRequest, settings: SequenceSettings) -> Infe
         model_version=template.model_version,
         inputs=inputs,
         outputs=[RequestedOutput(output.name) for output in template.outputs],
-        resolved_version=template.resolved_version,
     )
-    request.inputs_by_name.update((tensor.name, tensor) for tensor in inputs)
-    request.responder = DISCARD
-    return request
+    return validated(request, template.version, DISCARD)
 
 
 def _zeros_like(tensor: Tensor) -> np.ndarray:
