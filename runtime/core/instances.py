@@ -4,10 +4,10 @@ A synchronous instance (ONNX Runtime, torch, a sync Python `execute`) gets one d
 so N instances give N concurrent executions while the event loop keeps serving. An instance whose
 `execute` is a coroutine runs on the event loop itself.
 
-Inline execution: handing a batch to a thread and back costs about 100 µs on a calm machine (a
-thread wake-up, the GIL changing hands twice, a loop wake-up) and milliseconds on a busy one
-(each GIL hand-off can wait out the interpreter's 5 ms switch interval), far more than a small
-model's own work. A synchronous instance that allows it (`ModelInstance.may_run_inline`) and
+Inline execution: handing a batch to a thread and back (a thread wake-up, the GIL changing hands
+twice, a loop wake-up) costs far more than a small model's own work, and on a busy machine each
+GIL hand-off can wait out the interpreter's switch interval (figures in perf/README.md,
+"Baselines"). A synchronous instance that allows it (`ModelInstance.may_run_inline`) and
 whose executions prove short (a running average of the thread's CPU time under the instance's
 `inline_threshold_ns`, or 1 ms by default) then runs directly on the event loop, if it is its
 model's only instance (several instances are there to run in parallel, which the loop cannot).
