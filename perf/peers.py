@@ -49,7 +49,9 @@ class PerfAnalyzerError(RuntimeError):
 
 
 class PerfAnalyzerUnstableError(PerfAnalyzerError):
-    """No run of three measurement windows agreed within the stability percentage."""
+    """No run of three measurement windows agreed within the stability percentage, or
+    perf_analyzer ran past its time bound still trying (the benchmarks then measure once more
+    with a loose stability bound and mark the level unstable)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,7 +196,7 @@ def run_perf_analyzer(
             output = exc.stdout or ""
             if isinstance(output, bytes):
                 output = output.decode(errors="replace")
-            raise PerfAnalyzerError(
+            raise PerfAnalyzerUnstableError(
                 f"perf_analyzer ran past {timeout_s:.0f} s:\n{tail(output)}"
             ) from None
         output = completed.stdout
