@@ -3,21 +3,17 @@ integration, tests/e2e -> e2e. Helpers to start servers and write models: tests/
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
 import os
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
     IDENTITY_MODEL_PY,
-    RunningServer,
     identity_config,
-    running_server,
     write_model,
 )
 
@@ -50,12 +46,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for folder in _MARKERS:
             if folder in parts:
                 item.add_marker(getattr(pytest.mark, folder))
-
-
-@pytest.fixture
-def server_factory() -> Callable[..., contextlib.AbstractContextManager[RunningServer]]:
-    """`with server_factory(repo_dir, **settings) as srv:` (see tests/helpers.running_server)."""
-    return running_server
 
 
 @pytest.fixture(scope="module")

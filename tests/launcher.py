@@ -38,11 +38,6 @@ def tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    return free_ports(1)[0]
-
-
 def free_ports(count: int) -> list[int]:
     """`count` different TCP ports free on 127.0.0.1 right now. The sockets stay bound until all
     are picked, so the OS cannot hand out the same port twice."""

@@ -14,22 +14,14 @@ Backends receive these objects: everything they read of the wire fields is forwa
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from trident.runtime.types import (
     CancellationToken,
     InferenceRequest,
-    InferenceResponse,
     RequestedOutput,
     Tensor,
 )
-
-
-class ResponseSink(Protocol):
-    """Where a request's responses go (scheduling/base.py's Responder and the layers standing
-    in for it). `send` may be called from any thread."""
-
-    def send(self, response: InferenceResponse) -> None: ...
 
 
 class InFlightRequest:
