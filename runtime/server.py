@@ -8,7 +8,7 @@ import gc
 import logging
 import signal
 
-from trident.backends.python.isolation import set_default_isolation
+from trident.backends.python.isolation import set_default_busy_poll_us, set_default_isolation
 from trident.backends.registry import BackendRegistry
 from trident.runtime.core.cuda_shared_memory import CudaSharedMemoryRegistry
 from trident.runtime.core.data_plane import DataPlane
@@ -35,6 +35,7 @@ class TridentServer:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         set_default_isolation(settings.python_isolation)
+        set_default_busy_poll_us(settings.python_isolation_busy_poll_us)
         self.models = ModelManager(
             ModelRepository(settings.model_repositories),
             BackendRegistry(),

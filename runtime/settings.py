@@ -93,6 +93,15 @@ def _bytes(value: str) -> int:
     return size
 
 
+def _busy_poll_us(value: str) -> int:
+    from trident.backends.python.isolation.settings import MAX_BUSY_POLL_US
+
+    microseconds = int(value)
+    if not 0 <= microseconds <= MAX_BUSY_POLL_US:
+        raise ValueError(f"expected 0 to {MAX_BUSY_POLL_US} microseconds, got {value}")
+    return microseconds
+
+
 def _cache_config(value: str) -> str:
     """One --cache-config value, checked at once: a typo stops the command with a clear message."""
     from trident.runtime.core.response_cache import parse_cache_config
@@ -174,6 +183,15 @@ class ServerSettings:
         "child process that is restarted when it dies; a model's config can also ask for it with "
         'parameters { key: "isolation" value: { string_value: "process" } })',
         choices=("none", "process"),
+    )
+    python_isolation_busy_poll_us: int = setting(
+        1000,
+        "--python-isolation-busy-poll-us",
+        "how long, in microseconds, the server polls for an isolated Python model's answer and "
+        "the model's process polls for its next request before either sleeps: lower latency on "
+        "virtual machines for up to that much CPU per request; 0 never polls (a model's config "
+        'can set its own with parameters { key: "busy_poll_us" ... })',
+        parse=_busy_poll_us,
     )
 
     # --- frontends ------------------------------------------------------------------------------

@@ -21,11 +21,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers import MODELS, RunningServer, copy_models, running_server
+from tests.helpers import MODELS, RunningServer, copy_model, copy_models, running_server
 from trident.backends.python.isolation import instance as isolated_instance
-from trident.backends.python.isolation import shm
+from trident.backends.python.isolation import shm, wire
 
 MISBEHAVING = "isolated_misbehaving"
+#: The same model with busy polling off (every wait sleeps in select / recv).
+UNPOLLED = "isolated_unpolled"
 
 
 def _our_files() -> set[str]:
@@ -85,6 +87,11 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         "isolated_bls",
         "isolated_bls_async",
         "isolated_decoupled",
+    )
+    unpolled = copy_model(repository, MISBEHAVING, UNPOLLED) / "config.pbtxt"
+    unpolled.write_text(
+        unpolled.read_text().replace(f'name: "{MISBEHAVING}"', f'name: "{UNPOLLED}"')
+        + 'parameters { key: "busy_poll_us" value: { string_value: "0" } }\n'
     )
     with running_server(repository) as running:
         yield running
@@ -187,6 +194,21 @@ def test_large_tensors_cross_the_boundary_intact(http) -> None:
     for _ in range(2):  # the second pass reuses what the first one allocated
         result = _http_infer(http, MISBEHAVING, data)
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data)
+
+
+@pytest.mark.parametrize("model", [MISBEHAVING, UNPOLLED])
+@pytest.mark.parametrize(
+    "size", [1, wire.INLINE_TENSOR_BYTES // 4 - 4, wire.INLINE_TENSOR_BYTES // 4 + 4]
+)
+def test_tensors_either_side_of_the_inline_limit_cross_intact_and_writable(
+    http, model: str, size: int
+) -> None:
+    """Small messages carry their tensors in the frame, larger ones through shared memory;
+    either way the model gets inputs it may change in place, polling for answers or not."""
+    data = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+    for _ in range(3):
+        result = _http_infer(http, model, data, {"action": "double_in_place"})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), data * 2)
 
 
 def test_bls_from_an_isolated_model_reaches_other_models(server) -> None:

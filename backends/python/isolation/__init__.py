@@ -7,6 +7,16 @@ restarts when it dies (instance.py, process.py). A model opts in with
 with `--python-isolation process` (settings.py).
 """
 
-from .settings import IsolationSettings, default_isolation, set_default_isolation
+from .settings import (
+    IsolationSettings,
+    default_isolation,
+    set_default_busy_poll_us,
+    set_default_isolation,
+)
 
-__all__ = ["IsolationSettings", "default_isolation", "set_default_isolation"]
+__all__ = [
+    "IsolationSettings",
+    "default_isolation",
+    "set_default_busy_poll_us",
+    "set_default_isolation",
+]

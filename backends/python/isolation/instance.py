@@ -124,6 +124,9 @@ class IsolatedModelInstance(ModelInstance):
             "device_id": context.device_id,
             "instance_index": context.instance_index,
             "log_level": logging.getLogger("trident.python_model").getEffectiveLevel(),
+            # Decoupled models' own threads send responses: a polling main thread would hold
+            # the GIL they need.
+            "busy_poll_s": 0.0 if self.decoupled else self._settings.busy_poll_s,
         }
 
     def _start_process(self) -> ModelProcess:
@@ -190,11 +193,17 @@ class IsolatedModelInstance(ModelInstance):
         if future is None:  # the process died before the batch reached it: retry on the next
             raise MustRunOnWorkerThread
         timing.input_end_ns = time.monotonic_ns()
-        deadline = time.monotonic() + INLINE_WAIT_S
+        now = time.monotonic()
+        deadline = now + INLINE_WAIT_S
+        poll_until = now + self._settings.busy_poll_s
         sock = process.sock
         assert sock is not None
         while not future.done() and not self._bls_tasks and process is self._process:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if now < poll_until:  # busy polling (settings.py): read without sleeping
+                process.read_available()
+                continue
+            remaining = deadline - now
             if remaining <= 0:
                 break
             readable, _, _ = select.select((sock,), (), (), remaining)

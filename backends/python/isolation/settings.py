@@ -3,8 +3,20 @@
     parameters { key: "isolation" value: { string_value: "process" } }        # or "none"
     parameters { key: "execution_timeout_ms" value: { string_value: "5000" } }
     parameters { key: "shm_ring_bytes" value: { string_value: "16777216" } }
+    parameters { key: "busy_poll_us" value: { string_value: "1000" } }
 
-The model's `isolation` wins over the server's `--python-isolation`.
+The model's `isolation` wins over the server's `--python-isolation`, and its `busy_poll_us` over
+`--python-isolation-busy-poll-us`.
+
+Busy polling: a process that sleeps until its peer's message arrives pays a wake-up, and on a
+virtual machine its first microseconds after it (cold caches, a vCPU being resumed) run several
+times slower than the same code kept running: a round trip of two sleeping Python processes over
+a socket pair cost about 3 times one where both poll (perf/README.md). So, for up to
+`busy_poll_us`, the server polls the socket for the answer of an execute it waits for inline,
+and the model process polls for its next batch after answering one, before either sleeps. The
+cost is CPU: up to that long per request when requests are further apart than that. 0 turns it
+off. Decoupled models never poll (their own threads send responses; a polling main thread would
+compete with them for the GIL).
 """
 
 from __future__ import annotations
@@ -23,8 +35,12 @@ MIN_SHM_RING_BYTES = 64 * 1024
 MAX_SHM_RING_BYTES = 1024 * 1024 * 1024
 #: execute may run this long at most (a day), whatever the config says.
 MAX_EXECUTION_TIMEOUT_MS = 24 * 3600 * 1000
+#: How long each side of an isolated instance polls for the other's next message (see above).
+DEFAULT_BUSY_POLL_US = 1000
+MAX_BUSY_POLL_US = 1_000_000
 
 _default_mode = "none"
+_default_busy_poll_us = DEFAULT_BUSY_POLL_US
 
 
 def set_default_isolation(mode: str) -> None:
@@ -39,6 +55,17 @@ def default_isolation() -> str:
     return _default_mode
 
 
+def set_default_busy_poll_us(microseconds: int) -> None:
+    """The server-wide `--python-isolation-busy-poll-us`, for models whose config names none."""
+    global _default_busy_poll_us
+    if not 0 <= microseconds <= MAX_BUSY_POLL_US:
+        raise ValueError(
+            f"python isolation busy poll must be from 0 to {MAX_BUSY_POLL_US} us, "
+            f"got {microseconds}"
+        )
+    _default_busy_poll_us = microseconds
+
+
 @dataclass(frozen=True, slots=True)
 class IsolationSettings:
     """How one model's instances run."""
@@ -47,6 +74,8 @@ class IsolationSettings:
     #: 0: no limit. Past it, the instance's process is killed and its requests fail.
     execution_timeout_s: float = 0.0
     shm_ring_bytes: int = DEFAULT_SHM_RING_BYTES
+    #: How long each side polls for the other's next message before sleeping (0: never).
+    busy_poll_s: float = DEFAULT_BUSY_POLL_US / 1e6
 
     @property
     def isolated(self) -> bool:
@@ -74,13 +103,16 @@ class IsolationSettings:
             MIN_SHM_RING_BYTES,
             MAX_SHM_RING_BYTES,
         )
+        busy_poll_us = _integer(
+            name, parameters, "busy_poll_us", _default_busy_poll_us, 0, MAX_BUSY_POLL_US
+        )
         if mode != "process" and timeout_ms:
             raise ModelLoadError(
                 f"model '{name}': execution_timeout_ms needs process isolation (an in-process "
                 'execute cannot be stopped): add parameters { key: "isolation" value: '
                 '{ string_value: "process" } }'
             )
-        return cls(mode, timeout_ms / 1000.0, ring)
+        return cls(mode, timeout_ms / 1000.0, ring, busy_poll_us / 1e6)
 
 
 def _text(parameters: Any, key: str) -> str:

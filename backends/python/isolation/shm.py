@@ -205,6 +205,8 @@ class RingReader:
         name = f"{self._overflow_prefix}{block.segment}"
         try:
             return open_segment(name, block.offset + block.size)
+        except OSError as exc:  # named by a broken or hostile peer: a bad message, no more
+            raise ValueError(f"overflow segment {block.segment} cannot be opened: {exc}") from None
         finally:
             unlink_segment(name)
 

@@ -22,6 +22,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +76,10 @@ class SocketFrames:
         self._sock = sock
         self._buffer = bytearray()
 
-    def next(self) -> tuple[int, int, int, bytes] | None:
-        """The next whole frame; None at end of stream. Call from one thread at a time."""
+    def next(self, poll_s: float = 0.0) -> tuple[int, int, int, bytearray] | None:
+        """The next whole frame; None at end of stream. Call from one thread at a time. With
+        `poll_s`, poll the socket that long before sleeping in `recv` (see `busy_poll_us` in
+        settings.py)."""
         buffer = self._buffer
         while True:
             if len(buffer) >= wire.HEADER.size:
@@ -85,13 +88,25 @@ class SocketFrames:
                     raise ValueError(f"frame payload of {length} bytes is over the limit")
                 end = wire.HEADER.size + length
                 if len(buffer) >= end:
-                    payload = bytes(buffer[wire.HEADER.size : end])
+                    # A bytearray of its own: tensors in it are writable arrays for the model.
+                    payload = buffer[wire.HEADER.size : end]
                     del buffer[:end]
                     return kind, flags, tag, payload
-            chunk = self._sock.recv(_READ_SIZE)
+            chunk = self._poll(poll_s) if poll_s else self._sock.recv(_READ_SIZE)
             if not chunk:
                 return None
             buffer += chunk
+
+    def _poll(self, poll_s: float) -> bytes:
+        """Read without sleeping for up to `poll_s`, then sleep in `recv` as usual."""
+        sock = self._sock
+        until = time.monotonic() + poll_s
+        while True:
+            try:
+                return sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                if time.monotonic() >= until:
+                    return sock.recv(_READ_SIZE)
 
 
 class Channel:
@@ -169,6 +184,8 @@ class Stub:
         )
         self.from_server = shm.RingReader(shm.open_segment(prefix + "-p2c", 0), prefix + "-p")
         self.init = init
+        #: How long the main thread polls for the next batch before sleeping (busy_poll_us).
+        self.busy_poll_s = float(init.get("busy_poll_s", 0.0))
         self.frames = SocketFrames(sock)
         self.jobs: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.open_requests: dict[int, InFlightRequest] = {}
@@ -239,7 +256,7 @@ class Stub:
         # The server went away (or closed us): no one is left to answer.
         os._exit(0)
 
-    def dispatch(self, kind: int, flags: int, tag: int, payload: bytes) -> None:
+    def dispatch(self, kind: int, flags: int, tag: int, payload: bytearray) -> None:
         if kind == Kind.EXECUTE:
             decoded, block = wire.decode_requests(payload, self.from_server, copy=False)
             batch = _Batch(block, len(decoded))
@@ -291,7 +308,7 @@ class Stub:
                 if self.reader_started:
                     break
                 try:
-                    frame = self.frames.next()
+                    frame = self.frames.next(self.busy_poll_s)
                 except OSError:
                     frame = None
                 if frame is None:

@@ -1,10 +1,16 @@
 """The control channel between the server and an isolated model's process.
 
-A frame is a fixed 12-byte binary header (kind, flags, tag, payload length) and a compact JSON
-payload: request and response metadata (ids, flags, parameters) and, for each tensor, its name,
-datatype, shape and where its bytes lie in shared memory (shm.py). Tensor bytes never travel in
-a frame, and nothing is pickled: JSON is parsed by C code, safe against a broken or hostile
-model process, and cheaper in Python than a field-by-field binary layout.
+A frame is a fixed 12-byte binary header (kind, flags, tag, payload length) and a payload. A
+frame that carries requests or responses has the payload
+
+    data length (u64) | tensor bytes (data length bytes) | compact JSON metadata
+
+The metadata holds ids, flags and parameters and, for each tensor, its name, datatype, shape and
+where its bytes lie: in the frame's own data (a message whose tensors hold up to
+INLINE_TENSOR_BYTES in all: one copy each way, and no ring block to reserve, map and release,
+which costs more than copying a few kilobytes) or in shared memory (shm.py, every larger
+message). Nothing is pickled: JSON is parsed by C code, safe against a broken or hostile model
+process, and cheaper in Python than a field-by-field binary layout.
 """
 
 from __future__ import annotations
@@ -35,8 +41,16 @@ from .shm import Block, RingReader, RingWriter
 
 #: kind (u8), flags (u8), reserved (u16), tag (u32), payload length (u32).
 HEADER = struct.Struct("<BBHII")
-#: A frame's payload holds metadata only; anything larger is a broken or hostile peer.
+#: A frame's payload holds metadata and small tensors only; anything larger is a broken or
+#: hostile peer.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: A message whose tensors hold at most this many bytes in all carries them in its frame;
+#: larger ones go through shared memory.
+INLINE_TENSOR_BYTES = 64 * 1024
+#: The data length that starts a request or response payload.
+_DATA_LENGTH = struct.Struct("<Q")
+#: Tensors in a frame's data start at multiples of this (numpy's widest scalar).
+_DATA_ALIGNMENT = 16
 
 
 class Kind(enum.IntEnum):
@@ -96,17 +110,28 @@ def _host_bytes(tensor: Tensor) -> np.ndarray:
     return array
 
 
-def write_tensors(tensors: list[Tensor], ring: RingWriter) -> tuple[list[Any], Block | None]:
-    """Copy the tensors' bytes into one block of `ring`. Returns the descriptors to send,
-    [[block], [name, datatype, shape, offset, nbytes], ...], and the block."""
+def write_tensors(tensors: list[Tensor], ring: RingWriter) -> tuple[list[Any], Block | None, bytes]:
+    """Place the tensors' bytes: in the frame's data when they are small (returned), else in
+    one block of `ring`. Returns the descriptors to send, [[block] or None, [name, datatype,
+    shape, offset, nbytes], ...], the block, and the frame's data."""
     arrays = [_host_bytes(tensor) for tensor in tensors]
     offsets = []
     total = 0
     for array in arrays:
         offsets.append(total)
-        total += (array.nbytes + 63) // 64 * 64
+        total += (array.nbytes + _DATA_ALIGNMENT - 1) // _DATA_ALIGNMENT * _DATA_ALIGNMENT
     block: Block | None = None
-    if total:
+    data = b""
+    if total <= INLINE_TENSOR_BYTES:
+        if total:
+            parts = []
+            for array in arrays:
+                parts.append(array.tobytes())
+                padding = -array.nbytes % _DATA_ALIGNMENT
+                if padding:
+                    parts.append(bytes(padding))
+            data = b"".join(parts)
+    else:
         block, memory = ring.reserve(total)
         try:
             for array, offset in zip(arrays, offsets, strict=True):
@@ -122,7 +147,7 @@ def write_tensors(tensors: list[Tensor], ring: RingWriter) -> tuple[list[Any], B
         described.append(
             [tensor.name, tensor.datatype, [int(d) for d in tensor.shape], offset, array.nbytes]
         )
-    return described, block
+    return described, block, data
 
 
 def _copy_into(memory: Any, offset: int, source: np.ndarray) -> None:
@@ -133,13 +158,18 @@ def _copy_into(memory: Any, offset: int, source: np.ndarray) -> None:
 
 
 def read_tensors(
-    described: list[Any], ring: RingReader, copy: bool
+    described: list[Any], ring: RingReader, copy: bool, data: memoryview | None = None
 ) -> tuple[list[Tensor], Block | None]:
-    """The tensors `write_tensors` described: views of shared memory, or copies when `copy`
-    (then the block is released at once). Every size and offset is checked."""
+    """The tensors `write_tensors` described: views of the frame's `data` or of shared memory,
+    or copies of shared memory when `copy` (then the block is released at once). Every size
+    and offset is checked."""
     first = described[0]
     block = Block(*(int(value) for value in first)) if first else None
-    memory = ring.open(block) if block is not None else None
+    if block is not None and data:
+        raise ValueError("tensors in shared memory and in the frame at once")
+    memory: Any = ring.open(block) if block is not None else data
+    limit = block.size if block is not None else (len(data) if data is not None else 0)
+    base = block.offset if block is not None else 0
     tensors = []
     try:
         for name, datatype, shape_list, offset, nbytes in described[1:]:
@@ -148,30 +178,43 @@ def read_tensors(
             if any(dim < 0 for dim in shape) or offset < 0 or nbytes < 0:
                 raise ValueError(f"tensor '{name}' has a negative size")
             count = math.prod(shape)
-            if block is None or memory is None or nbytes == 0:
+            if memory is None or nbytes == 0:
                 if datatype != "BYTES" and count:
                     raise ValueError(f"tensor '{name}' has no bytes for shape {shape}")
                 tensors.append(Tensor(name, datatype, shape, np.empty(shape, dtype)))
                 continue
-            if offset + nbytes > block.size:
+            if offset + nbytes > limit:
                 raise ValueError(f"tensor '{name}' lies outside its block")
-            raw = np.frombuffer(memory, np.uint8, nbytes, block.offset + offset)
+            raw = np.frombuffer(memory, np.uint8, nbytes, base + offset)
             if datatype == "BYTES":
-                data = deserialize_bytes_tensor(raw.data, count).reshape(shape)
+                values = deserialize_bytes_tensor(raw.data, count).reshape(shape)
             else:
                 if nbytes != count * dtype.itemsize:
                     raise ValueError(f"tensor '{name}': {nbytes} bytes do not fit shape {shape}")
-                data = raw.view(dtype).reshape(shape)
-                if copy:
-                    data = data.copy()
-            tensors.append(Tensor(name, datatype, shape, data))
+                values = raw.view(dtype).reshape(shape)
+                if copy and block is not None:
+                    values = values.copy()
+            tensors.append(Tensor(name, datatype, shape, values))
     finally:
         if copy and block is not None:
             ring.release(block)
     return tensors, (None if copy else block)
 
 
-# ------------------------------------------------------------------------------------- requests
+def _split(payload: bytes | bytearray | memoryview) -> tuple[Any, memoryview]:
+    """A request or response payload's metadata (parsed) and its tensor data."""
+    view = memoryview(payload)
+    start = _DATA_LENGTH.size
+    if len(view) < start:
+        raise ValueError("payload shorter than its data length")
+    (length,) = _DATA_LENGTH.unpack_from(view)
+    if length > len(view) - start:
+        raise ValueError("payload shorter than its data")
+    return _loads(bytes(view[start + length :])), view[start : start + length]
+
+
+def _join(metadata: Any, data: bytes) -> bytes:
+    return b"".join((_DATA_LENGTH.pack(len(data)), data, _dumps(metadata).encode()))
 
 
 @dataclass(slots=True)
@@ -211,15 +254,17 @@ def encode_requests(
             ]
         )
         inputs.extend(request.inputs)
-    described, block = write_tensors(inputs, ring)
-    return _payload([metadata, described]), block
+    described, block, data = write_tensors(inputs, ring)
+    return _join([metadata, described], data), block
 
 
 def decode_requests(
-    payload: bytes | memoryview, ring: RingReader, copy: bool
+    payload: bytes | bytearray | memoryview, ring: RingReader, copy: bool
 ) -> tuple[list[DecodedRequest], Block | None]:
-    metadata, described = _loads(bytes(payload))
-    tensors, block = read_tensors(described, ring, copy)
+    """The requests of an EXECUTE or BLS_REQUEST payload. Inputs are views of the payload or
+    of the ring (copies of the ring when `copy`): pass a payload the caller owns."""
+    (metadata, described), data = _split(payload)
+    tensors, block = read_tensors(described, ring, copy, data)
     decoded = []
     position = 0
     for item in metadata:
@@ -283,16 +328,17 @@ def encode_responses(
             continue
         metadata.append([response.final, None, response.parameters or None, len(response.outputs)])
         outputs.extend(response.outputs)
-    described, block = write_tensors(outputs, ring)
-    return _payload([metadata, described]), block
+    described, block, data = write_tensors(outputs, ring)
+    return _join([metadata, described], data), block
 
 
 def decode_responses(
-    payload: bytes | memoryview, ring: RingReader, model_name: str = ""
+    payload: bytes | bytearray | memoryview, ring: RingReader, model_name: str = ""
 ) -> list[InferenceResponse]:
-    """Responses with their outputs copied out of shared memory (the block is freed at once)."""
-    metadata, described = _loads(bytes(payload))
-    tensors, _ = read_tensors(described, ring, copy=True)
+    """Responses with their outputs copied out of shared memory (the block is freed at once)
+    or views of the payload's data (pass a payload the caller owns)."""
+    (metadata, described), data = _split(payload)
+    tensors, _ = read_tensors(described, ring, copy=True, data=data)
     responses = []
     position = 0
     for final, error, parameters, count in metadata:
@@ -353,7 +399,8 @@ class FrameBuffer:
             end = start + HEADER.size + length
             if end > size:
                 break
-            payload = bytes(buffer[start + HEADER.size : end])
+            # A bytearray of its own: tensors in it become writable arrays of the receiver.
+            payload = buffer[start + HEADER.size : end]
             start = end
             self._on_frame(kind, flags, tag, memoryview(payload))
         if start:

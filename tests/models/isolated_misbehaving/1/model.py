@@ -25,6 +25,8 @@ class TritonPythonModel:
             if action == "log":
                 pb_utils.Logger.log_warn("isolated model says hello")
             x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            if action == "double_in_place":  # inputs are writable, as in Triton
+                x *= 2
             pid = np.array([os.getpid()], np.int64)
             responses.append(
                 pb_utils.InferenceResponse(
