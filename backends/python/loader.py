@@ -192,7 +192,9 @@ class ImportedModel:
         """Forget the modules of this import, so an unloaded model's code can be collected."""
         package = self.importer.package
         prefix = package + "."
-        for name, module in list(sys.modules.items()):
+        # dict.copy() is one C call; iterating sys.modules itself (list(...items()) too) can be
+        # interrupted by a garbage collection, whose callbacks let another thread import.
+        for name, module in sys.modules.copy().items():
             # Also the bare-name aliases that pickle-style lookups made (import_, the finder).
             owner = getattr(module, "__name__", None) or ""
             if name == package or name.startswith(prefix) or owner.startswith(prefix):
