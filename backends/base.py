@@ -68,11 +68,17 @@ class MustRunOnWorkerThread(BaseException):
 
 
 class ModelInstance(ABC):
-    """One instance-group member. The core never calls `execute` twice at once on one instance."""
+    """One instance-group member. The core never calls `execute` twice at once on one instance,
+    unless it is async and asks for more (`concurrent_executions`)."""
 
     #: True when `execute` is a coroutine function: it then runs on the event loop; otherwise on
     #: the instance's own worker thread.
     is_async: bool = False
+    #: How many batches the direct scheduler and the dynamic batcher may have running on this
+    #: instance at once (async instances only; sequence batching always gives one). More than
+    #: one lets an instance queue its next batch while one runs: an isolated Python model's
+    #: process starts the next batch without waiting for the server to send it.
+    concurrent_executions: int = 1
     #: Decoupled instances send their responses through each request's responder (any number,
     #: the last with final=True) and return None from execute.
     decoupled: bool = False

@@ -72,7 +72,7 @@ _WALL_FACTOR = 5
 
 
 class InstanceWorker:
-    """Runs batches on one model instance, one at a time."""
+    """Runs batches on one model instance, one at a time (or `slots` at a time)."""
 
     __slots__ = (
         "_average_ns",
@@ -88,6 +88,7 @@ class InstanceWorker:
         "_thread_wall_ns",
         "instance",
         "name",
+        "slots",
     )
 
     def __init__(
@@ -99,6 +100,8 @@ class InstanceWorker:
     ) -> None:
         self.name = name
         self.instance = instance
+        #: Batches this worker may run at once (ModelInstance.concurrent_executions).
+        self.slots = max(instance.concurrent_executions, 1) if instance.is_async else 1
         self._loop = loop
         self._executor = (
             None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -132,6 +133,39 @@ def test_sigkill_of_a_busy_model_process_fails_the_request_it_held(server, http)
     assert "signal 9 (SIGKILL)" in str(failure.value)
     assert _pid(http) != pid
     assert "SIGKILL" in _reason(http, MISBEHAVING)
+
+
+@pytest.mark.parametrize(
+    ("action", "says"),
+    [("exit_soon", "exited with status 3"), ("hang", "execution_timeout_ms (2000 ms)")],
+)
+def test_batches_queued_behind_one_that_ends_its_process_run_on_the_next_process(
+    server, http, caplog, action: str, says: str
+) -> None:
+    """Up to PIPELINE_DEPTH batches wait in the model process behind the one it runs: when
+    that one ends the process (exit, or killed for its execution timeout), only it fails; the
+    others never began, and run on the new process."""
+    pid = _pid(http)
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=4, network_timeout=60)
+
+    def send(data: np.ndarray, parameters: dict | None = None):
+        tensor = httpclient.InferInput("INPUT0", list(data.shape), "FP32")
+        tensor.set_data_from_numpy(data)
+        return client.async_infer(MISBEHAVING, [tensor], parameters=parameters)
+
+    with caplog.at_level(logging.INFO):
+        first = send(np.zeros(2, np.float32), {"action": action, "seconds": 1})
+        signal_line = "exits soon" if action == "exit_soon" else "hangs now"
+        assert _wait_until(lambda: f"isolated model {signal_line}" in caplog.text, 30)
+        queued = [send(np.full(3, index, np.float32)) for index in range(3)]
+        with pytest.raises(InferenceServerException, match=re.escape(says)):
+            first.get_result()
+        results = [pending.get_result() for pending in queued]
+    for index, result in enumerate(results):
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), np.full(3, index, np.float32))
+        assert int(result.as_numpy("OUTPUT1")[0]) != pid  # the new process ran it
+    assert len(queued) < isolated_instance.PIPELINE_DEPTH
+    client.close()
 
 
 def test_an_idle_model_process_killed_from_outside_is_replaced(http) -> None:

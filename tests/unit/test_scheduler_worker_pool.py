@@ -164,3 +164,102 @@ def test_stop_fails_the_queue_at_once_and_waits_for_the_running_execution(make: 
     assert answered and first_by == "w"
     assert stats.success.count == 1
     assert stats.execution_count == 1
+
+
+class Pipelined(ModelInstance):
+    """An async instance that takes `slots` batches at once; each waits for `gate`."""
+
+    is_async = True
+
+    def __init__(self, name: str, slots: int) -> None:
+        self.name = name
+        self.concurrent_executions = slots
+        self.gate = asyncio.Event()
+        self.running = 0
+        self.most_running = 0
+
+    async def execute(self, requests, timing):
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.wait_for(self.gate.wait(), PROMPT)
+        finally:
+            self.running -= 1
+        out = np.array([self.name.encode()], dtype=np.object_)
+        return [InferenceResponse(outputs=[Tensor("NAME", "BYTES", (1,), out)]) for _ in requests]
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(int(PROMPT / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting for the scheduler")
+
+
+def test_an_instance_with_several_slots_runs_that_many_batches_at_once_and_queues_the_rest():
+    async def scenario():
+        instance = Pipelined("p", slots=3)
+        worker = InstanceWorker("p", instance, asyncio.get_running_loop())
+        scheduler = _direct([worker], ModelStats())
+        responders = [_submit(scheduler) for _ in range(5)]
+        await _until(lambda: instance.running == 3)
+        queued = scheduler.pending_count()
+        instance.gate.set()
+        answers = [await _answer(responder) for responder in responders]
+        await scheduler.stop()
+        return worker.slots, instance.most_running, queued, answers
+
+    slots, most_running, queued, answers = asyncio.run(scenario())
+    assert slots == 3 and most_running == 3 and queued == 2
+    assert answers == ["p"] * 5
+
+
+def test_requests_spread_over_instances_before_any_takes_a_second_slot():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        first, second = Pipelined("a", slots=4), Pipelined("b", slots=4)
+        workers = [InstanceWorker(i.name, i, loop) for i in (first, second)]
+        scheduler = _direct(workers, ModelStats())
+        responders = [_submit(scheduler) for _ in range(2)]
+        await _until(lambda: first.running + second.running == 2)
+        spread = (first.running, second.running)
+        first.gate.set()
+        second.gate.set()
+        for responder in responders:
+            await _answer(responder)
+        await scheduler.stop()
+        return spread
+
+    assert asyncio.run(scenario()) == (1, 1)
+
+
+@pytest.mark.parametrize("make", TAKING.values(), ids=TAKING.keys())
+def test_a_removed_instance_with_several_busy_slots_retires_once_all_of_them_ended(
+    make: Factory,
+):
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        old_instance = Pipelined("old", slots=2)
+        old = InstanceWorker("old", old_instance, loop)
+        new = InstanceWorker("new", Named("new"), loop)
+        scheduler = make([old], ModelStats())
+        running = [_submit(scheduler)]
+        await _until(lambda: old_instance.running == 1)
+        running.append(_submit(scheduler))  # the second slot
+        await _until(lambda: old_instance.running == 2)
+        resizing = asyncio.ensure_future(scheduler.resize([new]))
+        served_by = await _answer(_submit(scheduler))
+        waited = not resizing.done()
+        old_instance.gate.set()
+        first_by = [await _answer(responder) for responder in running]
+        removed = await asyncio.wait_for(resizing, PROMPT)
+        later_by = [await _answer(_submit(scheduler)) for _ in range(3)]
+        await scheduler.stop()
+        new.close()
+        return served_by, waited, first_by, removed == [old], later_by
+
+    served_by, waited, first_by, removed_old, later_by = asyncio.run(scenario())
+    assert served_by == "new" and waited
+    assert first_by == ["old", "old"] and removed_old
+    assert later_by == ["new"] * 3

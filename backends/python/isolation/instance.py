@@ -1,34 +1,36 @@
 """An isolated Python model instance, as the server's core sees it.
 
-`execute` runs on the event loop: it writes the batch's inputs into the process's ring, sends
-one EXECUTE frame and awaits the process's EXEC_DONE, which the loop reads itself. Responses sent
-through response senders (decoupled models) arrive as RESPONSE frames and go to their requests'
-responders; BLS requests from the model run through the server as tasks of this instance.
+`execute` is a coroutine on the event loop: it writes the batch's inputs (into the frame, or
+into the process's ring when large), sends one EXECUTE frame and awaits the process's
+EXEC_DONE, which the loop reads itself; the loop serves other requests meanwhile. Without
+dynamic or sequence batching, an instance takes PIPELINE_DEPTH batches at once: the process
+queues the next batch while it runs one (still one `execute` at a time, in order), so it never
+waits for the server between batches. While batches are out, the loop also polls the socket
+for their answers (busy_poll_us, settings.py) instead of sleeping.
 
-When the process dies (or is killed for running past `execution_timeout_ms`), every request it
-held fails with an error that names the model and how the process ended, the instance's health
-reason says so in the repository index, and a new process is started.
+Responses sent through response senders (decoupled models) arrive as RESPONSE frames and go to
+their requests' responders; BLS requests from the model run through the server as tasks of this
+instance.
+
+When the process dies (or is killed for running past `execution_timeout_ms`), the batch it was
+running fails with an error that names the model and how the process ended, batches it had not
+begun run on the next process, the instance's health reason says so in the repository index,
+and a new process is started.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import itertools
 import logging
-import select
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trident.backends.base import (
-    ComputeTiming,
-    InstanceContext,
-    ModelInstance,
-    MustRunOnWorkerThread,
-)
+from trident.backends.base import ComputeTiming, InstanceContext, ModelInstance
 from trident.runtime.core.in_flight import InFlightRequest
 from trident.runtime.core.model_config import config_to_json
 from trident.runtime.errors import (
@@ -53,21 +55,30 @@ logger = logging.getLogger("trident.backends.python")
 FINALIZE_TIMEOUT_S = 30.0
 #: How long an unload lets a running execute finish before killing its process.
 UNLOAD_GRACE_S = 10.0
-#: How long an inline execute blocks the event loop waiting for the model process's answer
-#: before handing the batch to the instance's worker thread (for good: see instances.py).
-INLINE_WAIT_S = 0.010
+#: Batches a pipelined instance may have sent to its process at once (see the module docstring).
+PIPELINE_DEPTH = 4
+#: Times a batch is sent again when its process died before it began the batch.
+SEND_ATTEMPTS = 3
+
+
+class _NotStarted(Exception):
+    """The process died before it began this batch: the batch goes to the next process."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch sent to the process and not answered yet."""
+
+    id: int
+    future: asyncio.Future[list[RuntimeResponse] | None]
+    tags: list[int]
+    timing: ComputeTiming
 
 
 class IsolatedModelInstance(ModelInstance):
     """A Python model instance whose code runs in a child process (see the module docstring)."""
 
-    is_async = False
-    #: Waiting inline costs no CPU, so the core's CPU test always passes and the wall-time
-    #: factors of this threshold decide (runtime/core/instances.py): on average under 5 ms on
-    #: the thread to go inline, back to the thread for good after an inline execute of 50 ms
-    #: (a busy machine's preemption counts too); a batch not answered within INLINE_WAIT_S
-    #: goes to the thread.
-    inline_threshold_ns = 1_000_000
+    is_async = True
 
     def __init__(self, context: InstanceContext, settings: IsolationSettings) -> None:
         if context.loop is None:
@@ -80,19 +91,25 @@ class IsolatedModelInstance(ModelInstance):
         self._name = context.model_name
         self._instance = context.instance_name
         self._version = context.model_version
-        self.decoupled = context.config.model_transaction_policy.decoupled
-        # Decoupled models keep sending after execute returns: they stay on their thread.
-        self.may_run_inline = not self.decoupled
+        config = context.config
+        self.decoupled = config.model_transaction_policy.decoupled
+        pipelined = not (
+            self.decoupled
+            or config.HasField("dynamic_batching")  # batches grow while the instance is busy
+            or config.HasField("sequence_batching")
+        )
+        self.concurrent_executions = PIPELINE_DEPTH if pipelined else 1
+        #: Decoupled models' answers come from their own threads, whenever: no polling.
+        self._busy_poll_s = 0.0 if self.decoupled else settings.busy_poll_s
         self._batch_ids = itertools.count(1)
         self._request_tags = itertools.count(1)
         #: Requests the process may still answer through RESPONSE frames, by tag.
         self._open: dict[int, InFlightRequest] = {}
-        #: The batch awaiting EXEC_DONE: (batch id, its future, its request tags).
-        self._batch: tuple[int, concurrent.futures.Future[Any], list[int]] | None = None
-        #: A batch an inline execute sent but handed to the worker thread to wait for.
-        self._handed_over: tuple[list[InFlightRequest], concurrent.futures.Future[Any]] | None = (
-            None
-        )
+        #: Batches sent and not answered, in the order the process runs them: the first runs.
+        self._batches: dict[int, _Batch] = {}
+        self._timeout: asyncio.TimerHandle | None = None
+        self._poller: asyncio.Handle | None = None
+        self._poll_until = 0.0
         self._bls_tasks: dict[int, asyncio.Task[None]] = {}
         self._death_cause = ""
         self._restart: asyncio.Future[None] | None = None
@@ -126,7 +143,7 @@ class IsolatedModelInstance(ModelInstance):
             "log_level": logging.getLogger("trident.python_model").getEffectiveLevel(),
             # Decoupled models' own threads send responses: a polling main thread would hold
             # the GIL they need.
-            "busy_poll_s": 0.0 if self.decoupled else self._settings.busy_poll_s,
+            "busy_poll_s": self._busy_poll_s,
         }
 
     def _start_process(self) -> ModelProcess:
@@ -171,116 +188,82 @@ class IsolatedModelInstance(ModelInstance):
 
     # ----------------------------------------------------------------------------- execute
 
-    def execute(
+    async def execute(
         self, requests: list[InFlightRequest], timing: ComputeTiming
     ) -> list[RuntimeResponse] | None:
-        """Inline (on the loop, see INLINE_WAIT_S) or on the instance's worker thread."""
-        if _on_loop(self._loop):
-            return self._execute_inline(requests, timing)
-        return self._execute_from_thread(requests, timing)
-
-    def _execute_inline(
-        self, requests: list[InFlightRequest], timing: ComputeTiming
-    ) -> list[RuntimeResponse] | None:
-        """Send the batch and wait for the answer right here, reading the socket ourselves:
-        the whole request then completes without a task or a loop turn, as an in-process
-        inline model does. A batch not answered within INLINE_WAIT_S, or one whose model made
-        a BLS call (the loop must run it), is handed to the worker thread still in flight."""
-        process = self._process
-        if process is None or process.closed or self._restart is not None:
-            raise MustRunOnWorkerThread  # nothing was sent: the thread starts it afresh
-        future = self._send_batch(process, requests)
-        if future is None:  # the process died before the batch reached it: retry on the next
-            raise MustRunOnWorkerThread
-        timing.input_end_ns = time.monotonic_ns()
-        now = time.monotonic()
-        deadline = now + INLINE_WAIT_S
-        poll_until = now + self._settings.busy_poll_s
-        sock = process.sock
-        assert sock is not None
-        while not future.done() and not self._bls_tasks and process is self._process:
-            now = time.monotonic()
-            if now < poll_until:  # busy polling (settings.py): read without sleeping
-                process.read_available()
-                continue
-            remaining = deadline - now
-            if remaining <= 0:
-                break
-            readable, _, _ = select.select((sock,), (), (), remaining)
-            if readable:
-                process.read_available()
-        if not future.done():
-            self._handed_over = (requests, future)
-            raise MustRunOnWorkerThread
-        timing.output_start_ns = time.monotonic_ns()
-        return future.result()  # type: ignore[no-any-return]
-
-    def _execute_from_thread(
-        self, requests: list[InFlightRequest], timing: ComputeTiming
-    ) -> list[RuntimeResponse] | None:
-        handed, self._handed_over = self._handed_over, None
-        if handed is not None and _same_requests(handed[0], requests):
-            future, sent_at = handed[1], time.monotonic() - INLINE_WAIT_S
-        else:
-            future = asyncio.run_coroutine_threadsafe(
-                self._send_when_running(requests), self._loop
-            ).result()
-            sent_at = time.monotonic()
-        timing.input_end_ns = time.monotonic_ns()
-        timeout_s = self._settings.execution_timeout_s
-        try:
-            result = future.result(
-                max(timeout_s - (time.monotonic() - sent_at), 0.0) if timeout_s else None
-            )
-        except concurrent.futures.TimeoutError:
-            self._loop.call_soon_threadsafe(self._kill_for_timeout, future, timeout_s)
-            result = future.result()  # failed once the process is reaped
-        timing.output_start_ns = time.monotonic_ns()
-        return result  # type: ignore[no-any-return]
-
-    async def _send_when_running(
-        self, requests: list[InFlightRequest]
-    ) -> concurrent.futures.Future[Any]:
-        for _ in range(3):
+        """Send the batch to the process (a running one: after a restart if need be) and wait
+        for its answer; a batch the process died before beginning goes to the next one."""
+        for _ in range(SEND_ATTEMPTS):
             process = self._process
             if process is None or process.closed or self._restart is not None:
                 process = await self._running_process()
-            future = self._send_batch(process, requests)
-            if future is not None:
-                return future
-            # The process died before the batch reached it (its end of stream may not have
-            # been read yet): nothing ran, so the batch goes to the next process.
-            self._on_process_end(process)
+            batch = self._send_batch(process, requests, timing)
+            if batch is None:
+                # The process died before the batch reached it (its end of stream may not have
+                # been read yet): nothing ran, so the batch goes to the next process.
+                self._on_process_end(process)
+                continue
+            try:
+                return await batch.future
+            except _NotStarted:
+                continue
         raise UnavailableError(
             f"model '{self._name}' instance '{self._instance}': its process keeps dying "
             f"before it can take a request: {self.health_reason}"
         )
 
     def _send_batch(
-        self, process: ModelProcess, requests: list[InFlightRequest]
-    ) -> concurrent.futures.Future[Any] | None:
-        """Write the inputs into the ring and send EXECUTE (on the loop's thread). The future
-        resolves with EXEC_DONE's responses (None: they go through response senders) or fails
-        with the batch's error or the process's death. None when the process is already gone
-        (the batch was not sent)."""
+        self, process: ModelProcess, requests: list[InFlightRequest], timing: ComputeTiming
+    ) -> _Batch | None:
+        """Write the inputs and send EXECUTE. The batch's future resolves with EXEC_DONE's
+        responses (None: they go through response senders) or fails with the batch's error or
+        the process's death. None when the process is already gone (the batch was not sent:
+        the socket of a process that ended refuses it, also before its end of stream was
+        read)."""
         assert process.to_child is not None
-        if process.returncode is not None:  # dead, its end of stream not read yet
-            return None
         tags = [next(self._request_tags) for _ in requests]
         items = list(zip(tags, requests, strict=True))
         payload, _ = wire.encode_requests(items, process.to_child, self._version)
-        batch_id = next(self._batch_ids)
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._batch = (batch_id, future, tags)
-        if not process.send(wire.frame(Kind.EXECUTE, batch_id, payload)):
-            self._batch = None
+        batch = _Batch(next(self._batch_ids), self._loop.create_future(), tags, timing)
+        # Alone: requests come one at a time, and polling saves the process a wake-up per
+        # request. With others out, the next batch is likely already sent when this one ends,
+        # and a process polling at high load only takes CPU from the server and its clients.
+        flags = Flag.POLL if self._busy_poll_s and not self._batches else 0
+        if not process.send(wire.frame(Kind.EXECUTE, batch.id, payload, flags)):
             return None
+        self._batches[batch.id] = batch
         for tag, request in items:
             self._open[tag] = request
             request.cancellation.add_callback(self._cancel_callback(process, tag))
+        if len(self._batches) == 1:
+            self._begin(batch)
         if self._unloading:  # queued before the unload, started after: the same deadline
             self._loop.call_at(self._unload_deadline, self._kill_if_busy)
-        return future
+        return batch
+
+    def _begin(self, batch: _Batch) -> None:
+        """`batch` is the one the process runs now: its execution timeout starts, and the loop
+        polls for its answer."""
+        batch.timing.input_end_ns = time.monotonic_ns()
+        timeout_s = self._settings.execution_timeout_s
+        if timeout_s:
+            self._timeout = self._loop.call_later(timeout_s, self._kill_for_timeout, batch.id)
+        if self._busy_poll_s:
+            self._poll_until = self._loop.time() + self._busy_poll_s
+            if self._poller is None:
+                self._poller = self._loop.call_soon(self._poll)
+
+    def _poll(self) -> None:
+        """Read the process's answers without sleeping (busy_poll_us): while a callback is
+        pending, the loop checks its sockets without blocking, so new requests are served at
+        once too. Stops when nothing is out or the batch running took longer than the poll."""
+        self._poller = None
+        process = self._process
+        if not self._batches or process is None or process.closed:
+            return
+        process.read_available()
+        if self._batches and self._loop.time() < self._poll_until:
+            self._poller = self._loop.call_soon(self._poll)
 
     def _cancel_callback(self, process: ModelProcess, tag: int) -> Any:
         def cancel() -> None:
@@ -289,11 +272,13 @@ class IsolatedModelInstance(ModelInstance):
 
         return cancel
 
-    def _kill_for_timeout(self, future: concurrent.futures.Future[Any], timeout_s: float) -> None:
-        """On the loop: kill the process still running the batch of `future`."""
+    def _kill_for_timeout(self, batch_id: int) -> None:
+        """On the loop: kill the process still running batch `batch_id`."""
+        self._timeout = None
         process = self._process
-        if future.done() or process is None or self._batch is None or self._batch[1] is not future:
+        if process is None or next(iter(self._batches), None) != batch_id:
             return
+        timeout_s = self._settings.execution_timeout_s
         self._death_cause = (
             f"ran past its execution_timeout_ms ({timeout_s * 1000:.0f} ms) and was killed"
         )
@@ -362,11 +347,18 @@ class IsolatedModelInstance(ModelInstance):
     def _on_exec_done(
         self, process: ModelProcess, flags: int, batch_id: int, payload: memoryview
     ) -> None:
-        batch = self._batch
-        if batch is None or batch[0] != batch_id:
+        running = next(iter(self._batches), None)
+        batch = self._batches.pop(batch_id, None)
+        if batch is None:
             return
-        _, future, tags = batch
-        self._batch = None
+        batch.timing.output_start_ns = time.monotonic_ns()
+        if batch_id == running:
+            if self._timeout is not None:
+                self._timeout.cancel()
+                self._timeout = None
+            following = next(iter(self._batches.values()), None)
+            if following is not None:
+                self._begin(following)
         if flags & Flag.FAILED:
             result: Any = wire.decode_error(payload)
         elif flags & Flag.RESPONSES:
@@ -375,14 +367,14 @@ class IsolatedModelInstance(ModelInstance):
         else:
             result = None  # the responses travel (or travelled) through response senders
         if result is not None:
-            for tag in tags:
+            for tag in batch.tags:
                 self._open.pop(tag, None)
-        if future.done():
+        if batch.future.done():  # its waiter was cancelled
             return
         if isinstance(result, TridentError):
-            future.set_exception(result)
+            batch.future.set_exception(result)
         else:
-            future.set_result(result)
+            batch.future.set_result(result)
 
     async def _run_bls(
         self, process: ModelProcess, call_id: int, request: RuntimeRequest, stream: bool
@@ -458,17 +450,23 @@ class IsolatedModelInstance(ModelInstance):
             return
         await self._restart_process()
 
-    def _fail_held(self, error: TridentError) -> None:
-        batch, self._batch = self._batch, None
+    def _fail_held(self, error: TridentError, retry_unstarted: bool = True) -> None:
+        """Fail what the process held: the batch it ran with `error`, the batches it had not
+        begun with _NotStarted (their `execute` sends them again) unless not `retry_unstarted`,
+        open decoupled requests, and the BLS calls it made."""
+        batches, self._batches = self._batches, {}
+        if self._timeout is not None:
+            self._timeout.cancel()
+            self._timeout = None
         batch_tags: set[int] = set()
-        if batch is not None:
-            _, future, tags = batch
-            batch_tags = set(tags)
-            if not future.done():
-                future.set_exception(error)
+        for index, batch in enumerate(batches.values()):
+            batch_tags.update(batch.tags)
+            if not batch.future.done():
+                unstarted = index > 0 and retry_unstarted
+                batch.future.set_exception(_NotStarted() if unstarted else error)
         open_requests, self._open = self._open, {}
         for tag, request in open_requests.items():
-            if tag not in batch_tags:  # the failed batch's requests are failed by the core
+            if tag not in batch_tags:  # the failed batches' requests are failed by the core
                 request.responder.send(RuntimeResponse(error=error, final=True))
         for task in list(self._bls_tasks.values()):
             task.cancel()
@@ -513,8 +511,8 @@ class IsolatedModelInstance(ModelInstance):
         self._loop.call_at(self._unload_deadline, self._kill_if_busy)
 
     def _kill_if_busy(self) -> None:
-        batch, process = self._batch, self._process
-        if batch is None or process is None or process.closed or batch[1].done():
+        process = self._process
+        if not self._batches or process is None or process.closed:
             return
         self._death_cause = (
             f"was still running an execute {UNLOAD_GRACE_S:g} s after the model's unload "
@@ -546,15 +544,10 @@ class IsolatedModelInstance(ModelInstance):
         if restart is not None:
             await asyncio.wait((restart,))
         process, self._process = self._process, None
-        self._fail_held(UnavailableError(f"model '{self._name}' was unloaded"))
+        self._fail_held(UnavailableError(f"model '{self._name}' was unloaded"), False)
         if process is not None and not process.closed:
             process.send(wire.frame(Kind.FINALIZE))
         return process
-
-
-def _same_requests(first: list[InFlightRequest], second: list[InFlightRequest]) -> bool:
-    """The same requests (the core continues a handed-over batch in a list of its own)."""
-    return len(first) == len(second) and all(a is b for a, b in zip(first, second, strict=True))
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

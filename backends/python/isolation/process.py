@@ -256,10 +256,6 @@ class ModelProcess:
             _live.discard(self)
         return returncode
 
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll() if self.popen is not None else None
-
 
 def emit_log(flags: int, payload: bytes | memoryview) -> None:
     """A model process's log record, logged here with its own file and line."""

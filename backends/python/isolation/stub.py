@@ -186,6 +186,8 @@ class Stub:
         self.init = init
         #: How long the main thread polls for the next batch before sleeping (busy_poll_us).
         self.busy_poll_s = float(init.get("busy_poll_s", 0.0))
+        #: Whether the last batch asked for polling (wire.Flag.POLL).
+        self.poll_next = False
         self.frames = SocketFrames(sock)
         self.jobs: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.open_requests: dict[int, InFlightRequest] = {}
@@ -258,6 +260,7 @@ class Stub:
 
     def dispatch(self, kind: int, flags: int, tag: int, payload: bytearray) -> None:
         if kind == Kind.EXECUTE:
+            self.poll_next = bool(flags & Flag.POLL)
             decoded, block = wire.decode_requests(payload, self.from_server, copy=False)
             batch = _Batch(block, len(decoded))
             requests = []
@@ -308,7 +311,7 @@ class Stub:
                 if self.reader_started:
                     break
                 try:
-                    frame = self.frames.next(self.busy_poll_s)
+                    frame = self.frames.next(self.busy_poll_s if self.poll_next else 0.0)
                 except OSError:
                     frame = None
                 if frame is None:

@@ -80,6 +80,7 @@ class Flag(enum.IntFlag):
     RESPONSES = 4  # EXEC_DONE carries one response per request
     FAILED = 8  # EXEC_DONE: the whole batch failed; payload is the error
     STREAM = 16  # BLS_REQUEST: a decoupled call (any number of responses)
+    POLL = 32  # EXECUTE: poll for the next batch after this one (no other batch is out)
 
 
 def frame(kind: Kind, tag: int = 0, payload: bytes = b"", flags: int = 0) -> bytes:
@@ -89,8 +90,27 @@ def frame(kind: Kind, tag: int = 0, payload: bytes = b"", flags: int = 0) -> byt
 _SEQUENCE_START = 1
 _SEQUENCE_END = 2
 _CANCELLED = 4
-_dumps = json.JSONEncoder(separators=(",", ":"), default=str).encode
 _loads = json.loads
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """Compact JSON through the C encoder made once (JSONEncoder.encode builds one per call,
+    about as costly as encoding a small message)."""
+    encoder = json.JSONEncoder(separators=(",", ":"), default=str)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # an interpreter without the C accelerator
+        return encoder.encode
+    c_encoder = make(
+        None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+
+    def dumps(value: Any) -> str:
+        return "".join(c_encoder(value, 0))
+
+    return dumps
+
+
+_dumps = _make_dumps()
 
 
 def _payload(value: Any) -> bytes:

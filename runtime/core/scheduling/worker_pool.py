@@ -8,7 +8,9 @@ the model manager closes them.
 Two ways to pick a worker:
 - take / release: the direct scheduler and the dynamic batcher take any idle worker
   (`idle.pop()`), run on it, and `release` it afterwards: it goes back to `idle`, or, when a
-  resize removed it meanwhile, it retires there and then.
+  resize removed it meanwhile, it retires there and then. A worker that may run several batches
+  at once (`InstanceWorker.slots`) is in `idle` once per free slot, and retires once every slot
+  it had taken was released.
 - planned (`planned=True`): the sequence batcher's planner decides which instance runs next (it
   knows which sequences each holds), so there is no idle list; a removed worker keeps serving the
   sequences it holds and retires when the scheduler says so (`retired`).
@@ -21,7 +23,8 @@ so a scheduler may hold it in an attribute of its own for that path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
@@ -35,6 +38,24 @@ class WorkerChange(NamedTuple):
     added: list[InstanceWorker]
 
 
+@dataclass(slots=True)
+class _Retiring:
+    """A worker a resize removed while it ran batches."""
+
+    #: Resolved once it retired.
+    done: asyncio.Future[None]
+    #: Its slots still running a batch.
+    busy: int
+
+
+def _free_slots(workers: Iterable[InstanceWorker]) -> list[InstanceWorker]:
+    """Each worker once per slot, the first slots of all workers last (`pop()` takes from the
+    end): requests spread over the workers before any takes a second one."""
+    workers = list(workers)
+    most = max((worker.slots for worker in workers), default=0)
+    return [worker for slot in reversed(range(most)) for worker in workers if slot < worker.slots]
+
+
 class WorkerPool:
     """A scheduler's workers: idle ones, retiring ones, and the running executions."""
 
@@ -43,11 +64,11 @@ class WorkerPool:
     def __init__(self, workers: list[InstanceWorker], planned: bool = False) -> None:
         #: The workers serving now, in order (removed ones leave at once, even while busy).
         self.workers = list(workers)
-        #: Free workers; `pop()` takes one. Empty and unused when `planned`.
-        self.idle: list[InstanceWorker] = [] if planned else list(workers)
+        #: Free workers, once per free slot; `pop()` takes one. Empty and unused when `planned`.
+        self.idle: list[InstanceWorker] = [] if planned else _free_slots(workers)
         self._planned = planned
-        #: Workers removed while busy -> resolved once they retired.
-        self._retiring: dict[InstanceWorker, asyncio.Future[None]] = {}
+        #: Workers removed while busy.
+        self._retiring: dict[InstanceWorker, _Retiring] = {}
         self._running: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ executions
@@ -73,19 +94,20 @@ class WorkerPool:
         """`worker` finished its executions: back to `idle` (True), or retired (False) when a
         resize removed it meanwhile."""
         if self._retiring:
-            retired = self._retiring.pop(worker, None)
-            if retired is not None:
-                if not retired.done():
-                    retired.set_result(None)
+            retiring = self._retiring.get(worker)
+            if retiring is not None:
+                retiring.busy -= 1
+                if retiring.busy <= 0:
+                    self.retired(worker)
                 return False
         self.idle.append(worker)
         return True
 
     def retired(self, worker: InstanceWorker) -> None:
         """A removed worker holds nothing any more (planned pools): its resize may return."""
-        retired = self._retiring.pop(worker, None)
-        if retired is not None and not retired.done():
-            retired.set_result(None)
+        retiring = self._retiring.pop(worker, None)
+        if retiring is not None and not retiring.done.done():
+            retiring.done.set_result(None)
 
     async def wait_running(self) -> None:
         """Wait until every execution started here ended (a stopping scheduler's last step)."""
@@ -104,12 +126,16 @@ class WorkerPool:
         self.workers = list(workers)
         loop = asyncio.get_running_loop()
         for worker in removed:
-            if not self._planned and worker in self.idle:
-                self.idle.remove(worker)
-            elif worker not in self._retiring:
-                self._retiring[worker] = loop.create_future()
+            busy = 1
+            if not self._planned:
+                free = self.idle.count(worker)
+                if free:
+                    self.idle[:] = [idle for idle in self.idle if idle is not worker]
+                busy = worker.slots - free
+            if busy > 0 and worker not in self._retiring:
+                self._retiring[worker] = _Retiring(loop.create_future(), busy)
         if not self._planned:
-            self.idle.extend(added)
+            self.idle.extend(_free_slots(added))
         return WorkerChange(removed, added)
 
     async def resize(
@@ -119,7 +145,9 @@ class WorkerPool:
         workers), then wait until the removed workers retired. Returns them; the caller closes
         them."""
         change = self.replace(workers)
-        waits = [self._retiring[worker] for worker in change.removed if worker in self._retiring]
+        waits = [
+            self._retiring[worker].done for worker in change.removed if worker in self._retiring
+        ]
         serve_added(change)
         if waits:
             await asyncio.gather(*waits)

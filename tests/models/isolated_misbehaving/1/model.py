@@ -17,6 +17,10 @@ class TritonPythonModel:
                 time.sleep(float(parameters.get("seconds", 1)))
             if action == "exit":
                 os._exit(3)
+            if action == "exit_soon":
+                pb_utils.Logger.log_warn("isolated model exits soon")
+                time.sleep(float(parameters.get("seconds", 1)))
+                os._exit(3)
             if action == "hang":
                 pb_utils.Logger.log_warn("isolated model hangs now")
                 time.sleep(3600)
