@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from trident.backends.python.isolation.settings import DEFAULT_BUSY_POLL_US, checked_busy_poll_us
 from trident.runtime.core.model_states import ControlMode
 
 
@@ -94,12 +95,7 @@ def _bytes(value: str) -> int:
 
 
 def _busy_poll_us(value: str) -> int:
-    from trident.backends.python.isolation.settings import MAX_BUSY_POLL_US
-
-    microseconds = int(value)
-    if not 0 <= microseconds <= MAX_BUSY_POLL_US:
-        raise ValueError(f"expected 0 to {MAX_BUSY_POLL_US} microseconds, got {value}")
-    return microseconds
+    return checked_busy_poll_us(int(value))
 
 
 def _cache_config(value: str) -> str:
@@ -185,7 +181,7 @@ class ServerSettings:
         choices=("none", "process"),
     )
     python_isolation_busy_poll_us: int = setting(
-        1000,
+        DEFAULT_BUSY_POLL_US,
         "--python-isolation-busy-poll-us",
         "how long, in microseconds, the server polls for an isolated Python model's answer and "
         "the model's process polls for its next request before either sleeps: lower latency on "

@@ -102,7 +102,6 @@ def test_small_requests_carry_their_tensors_in_the_frame(ring) -> None:
     inputs = decoded.request.inputs[0].data
     assert np.shares_memory(inputs, np.frombuffer(owned, np.uint8))  # a view, no copy
     inputs[0, 0] = 42.0  # writable, as shared memory is: models may reuse their inputs
-    assert inputs.ctypes.data % 16 == 0 or id(owned)  # aligned where the allocator aligns
 
 
 def test_responses_and_errors_round_trip_as_copies(ring) -> None:

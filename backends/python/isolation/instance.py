@@ -253,6 +253,11 @@ class IsolatedModelInstance(ModelInstance):
             if self._poller is None:
                 self._poller = self._loop.call_soon(self._poll)
 
+    def _stop_timeout(self) -> None:
+        if self._timeout is not None:
+            self._timeout.cancel()
+            self._timeout = None
+
     def _poll(self) -> None:
         """Read the process's answers without sleeping (busy_poll_us): while a callback is
         pending, the loop checks its sockets without blocking, so new requests are served at
@@ -353,9 +358,7 @@ class IsolatedModelInstance(ModelInstance):
             return
         batch.timing.output_start_ns = time.monotonic_ns()
         if batch_id == running:
-            if self._timeout is not None:
-                self._timeout.cancel()
-                self._timeout = None
+            self._stop_timeout()
             following = next(iter(self._batches.values()), None)
             if following is not None:
                 self._begin(following)
@@ -455,9 +458,7 @@ class IsolatedModelInstance(ModelInstance):
         begun with _NotStarted (their `execute` sends them again) unless not `retry_unstarted`,
         open decoupled requests, and the BLS calls it made."""
         batches, self._batches = self._batches, {}
-        if self._timeout is not None:
-            self._timeout.cancel()
-            self._timeout = None
+        self._stop_timeout()
         batch_tags: set[int] = set()
         for index, batch in enumerate(batches.values()):
             batch_tags.update(batch.tags)

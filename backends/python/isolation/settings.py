@@ -12,11 +12,12 @@ Busy polling: a process that sleeps until its peer's message arrives pays a wake
 virtual machine its first microseconds after it (cold caches, a vCPU being resumed) run several
 times slower than the same code kept running: a round trip of two sleeping Python processes over
 a socket pair cost about 3 times one where both poll (perf/README.md). So, for up to
-`busy_poll_us`, the server polls the socket for the answer of an execute it waits for inline,
-and the model process polls for its next batch after answering one, before either sleeps. The
-cost is CPU: up to that long per request when requests are further apart than that. 0 turns it
-off. Decoupled models never poll (their own threads send responses; a polling main thread would
-compete with them for the GIL).
+`busy_poll_us`, the server's event loop polls the socket for the answer of the batch the process
+runs (instance.py), and the process, after answering a batch that was the only one out, polls
+for its next batch (stub.py), before either sleeps. The cost is CPU: up to that long per request
+when requests come one at a time further apart than that. 0 turns it off. Decoupled models never
+poll (their own threads send responses; a polling main thread would compete with them for the
+GIL).
 """
 
 from __future__ import annotations
@@ -55,15 +56,17 @@ def default_isolation() -> str:
     return _default_mode
 
 
+def checked_busy_poll_us(microseconds: int) -> int:
+    """`microseconds` when it is a busy poll the server accepts; ValueError naming the range."""
+    if not 0 <= microseconds <= MAX_BUSY_POLL_US:
+        raise ValueError(f"expected 0 to {MAX_BUSY_POLL_US} microseconds, got {microseconds}")
+    return microseconds
+
+
 def set_default_busy_poll_us(microseconds: int) -> None:
     """The server-wide `--python-isolation-busy-poll-us`, for models whose config names none."""
     global _default_busy_poll_us
-    if not 0 <= microseconds <= MAX_BUSY_POLL_US:
-        raise ValueError(
-            f"python isolation busy poll must be from 0 to {MAX_BUSY_POLL_US} us, "
-            f"got {microseconds}"
-        )
-    _default_busy_poll_us = microseconds
+    _default_busy_poll_us = checked_busy_poll_us(microseconds)
 
 
 @dataclass(frozen=True, slots=True)
